@@ -1,0 +1,170 @@
+"""MiniLlava: a pretrained vision tower + a projector + a pretrained causal LM.
+
+    image --VisionTower--> (P, Dv) patch features --projector--> (P, D) "visual words"
+    text  --tokenizer----> ids with one <image> placeholder per image
+    splice(visual words into the text embeddings) --language model--> next-token logits
+
+The backbones come from transformers (any vision model, any causal LM); everything in
+between -- the projector, the splicing, the masked loss and the generation loop -- is
+written out here and in the modules it imports, and is proven equal to transformers'
+``LlavaForConditionalGeneration`` in tests/test_model_vs_hf.py.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from minillava.loss import masked_lm_loss
+from minillava.projector import build_projector
+from minillava.splicing import splice
+from minillava.vision import VisionTower
+
+
+@dataclass
+class MiniLlavaConfig:
+    """Everything that is ours (the backbones carry their own configs).
+
+    image_token_id: the id of the single ``<image>`` placeholder in ``input_ids``.
+    projector: ``"linear"`` (LLaVA), ``"mlp2x_gelu"`` (LLaVA-1.5), ``"identity"``.
+    vision_feature_layer: hidden-state index (or list) read from the tower; -2 as in 1.5.
+    vision_feature_select: ``"patch"`` drops CLS, ``"cls_patch"`` keeps it.
+    max_length: spliced sequences are truncated to this (never through an image).
+    pad_token_id: id written after a finished sequence in batched generation.
+    """
+
+    image_token_id: int
+    projector: str = "mlp2x_gelu"
+    vision_feature_layer: int | list[int] = -2
+    vision_feature_select: str = "patch"
+    max_length: int | None = None
+    pad_token_id: int = 0
+
+
+@dataclass
+class MiniLlavaOutput:
+    """logits (B, L, V) over the spliced sequence; loss (scalar) when labels were given;
+    labels / attention_mask / image_mask (B, L) of the spliced sequence."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None
+    labels: torch.Tensor | None
+    attention_mask: torch.Tensor
+    image_mask: torch.Tensor = field(repr=False)
+
+
+class MiniLlava(nn.Module):
+    def __init__(self, config: MiniLlavaConfig, vision_model: nn.Module, language_model: nn.Module):
+        super().__init__()
+        self.config = config
+        self.vision_tower = VisionTower(vision_model, config.vision_feature_layer, config.vision_feature_select)
+        text_dim = language_model.get_input_embeddings().embedding_dim
+        self.projector = build_projector(config.projector, self.vision_tower.feature_dim, text_dim)
+        self.language_model = language_model
+
+    def encode_images(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """(N, C, H, W) images -> N tensors of (P, D) projected features."""
+        return list(self.projector(self.vision_tower(pixel_values)))
+
+    def _splice(self, input_ids, pixel_values, attention_mask, labels, padding_side):
+        images = [] if pixel_values is None else self.encode_images(pixel_values)
+        return splice(
+            input_ids, images, self.language_model.get_input_embeddings(), self.config.image_token_id,
+            attention_mask=attention_mask, labels=labels, max_length=self.config.max_length,
+            padding_side=padding_side,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        padding_side: str = "right",
+    ) -> MiniLlavaOutput:
+        """Run the model on a batch.
+
+        Args:
+            input_ids: (B, T) with one ``config.image_token_id`` per image.
+            pixel_values: (N, C, H, W), one image per placeholder, in reading order.
+            attention_mask: (B, T), 1 = real token (any padding side).
+            labels: (B, T) targets aligned with input_ids, -100 = not supervised.
+            image_sizes: original (height, width) per image; only the AnyRes mode uses it.
+            padding_side: side on which the spliced batch is re-padded.
+        """
+        if image_sizes is not None:
+            raise ValueError("image_sizes is only used by the AnyRes image mode; pass None here")
+        s = self._splice(input_ids, pixel_values, attention_mask, labels, padding_side)
+        out = self.language_model(inputs_embeds=s.embeds, attention_mask=s.attention_mask, position_ids=s.position_ids)
+        loss = masked_lm_loss(out.logits, s.labels) if labels is not None else None
+        return MiniLlavaOutput(out.logits, loss, s.labels, s.attention_mask, s.image_mask)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        eos_token_id: int | None = None,
+        stop_strings: list[str] | None = None,
+        tokenizer=None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue each prompt; returns the (B, n_new) new token ids.
+
+        Greedy when ``temperature == 0``, else sampling with temperature and nucleus
+        (top-p) filtering. A sequence stops at ``eos_token_id`` or once its decoded text
+        contains one of ``stop_strings`` (needs ``tokenizer``); finished sequences are
+        filled with ``config.pad_token_id``. Prompts are left-padded after splicing so
+        that every sample's next token is predicted at the last position, and the
+        language model's KV cache means each new token costs one position, not a
+        re-read of the whole prompt.
+        """
+        if stop_strings and tokenizer is None:
+            raise ValueError("stop_strings need a tokenizer to decode the generated text; pass tokenizer=")
+        s = self._splice(input_ids, pixel_values, attention_mask, None, "left")
+        lm, mask, positions = self.language_model, s.attention_mask, s.position_ids
+        out = lm(inputs_embeds=s.embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+        batch = input_ids.shape[0]
+        done = torch.zeros(batch, dtype=torch.bool, device=mask.device)
+        new_tokens = []
+        for _ in range(max_new_tokens):
+            token = self._next_token(out.logits[:, -1], temperature, top_p, generator)
+            token = token.masked_fill(done, self.config.pad_token_id)
+            new_tokens.append(token)
+            if eos_token_id is not None:
+                done |= token == eos_token_id
+            if stop_strings:
+                done |= _contains_stop(torch.stack(new_tokens, 1), stop_strings, tokenizer)
+            if done.all():
+                break
+            # Feed only the new token; the cache holds keys/values of all earlier ones.
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=positions,
+                     cache=out.cache, use_cache=True)
+        return torch.stack(new_tokens, dim=1)
+
+    @staticmethod
+    def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generator) -> torch.Tensor:
+        """(B, V) logits -> (B,) token ids: argmax, or a top-p sample at ``temperature``."""
+        if temperature == 0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest set of most likely tokens whose mass reaches top_p
+        # (a token is kept if the mass *before* it is still below top_p).
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        sorted_probs = sorted_probs * keep
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return order.gather(-1, choice).squeeze(-1)
+
+
+def _contains_stop(tokens: torch.Tensor, stop_strings: list[str], tokenizer) -> torch.Tensor:
+    """(B, n) generated ids -> (B,) True where the decoded text contains a stop string."""
+    texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    return torch.tensor([any(s in t for s in stop_strings) for t in texts], device=tokens.device)
