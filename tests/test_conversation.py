@@ -1,0 +1,354 @@
+"""Tests for minillava.conversation: exact renderings, label masks, mismatch detection, Jinja export."""
+
+import copy
+import dataclasses
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from minillava.conversation import (
+    IGNORE_INDEX, IMAGE_MARKER, TEMPLATES, TokenizationMismatchError, get_template, to_messages)
+
+SETTINGS = settings(max_examples=25, deadline=None)
+WORDS = ["the", "cat", "dog", "sits", "on", "a", "red", "mat", "What", "color", "is", "it", "?",
+         "yes", "no", ",", ".", "42", "3.5", "it's", "USER", "ASSISTANT", "user", "image", "{x}"]
+EXTRA_SPECIALS = [IMAGE_MARKER, "<|im_start|>", "<|im_end|>", "[INST]", "[/INST]", "<<SYS>>",
+                  "<</SYS>>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+# Llama-3's pre-tokenizer regex: a leading space or punctuation sticks to the next word,
+# runs of newlines are words of their own.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# What each template supervises around one answer, written out from LLaVA's code, and
+# whether the sample starts with BOS.
+ANSWER_WRAP = {"plain": ("", "\n"), "vicuna_v1": (" ", "</s>"), "llava_v1": (" ", "</s>"),
+               "llama_2": (" ", " </s>"), "chatml": ("", "<|im_end|>"), "llama_3": ("", "<|eot_id|>")}
+HAS_BOS = {"plain": True, "vicuna_v1": True, "llava_v1": True, "llama_2": True, "chatml": False,
+           "llama_3": True}
+
+
+def train_tokenizer(pre_tokenizer, corpus, byte_level=True):
+    tok = Tokenizer(models.BPE(unk_token=None if byte_level else "<unk>"))
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.ByteLevel() if byte_level else decoders.Metaspace()
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else []
+    trainer = trainers.BpeTrainer(vocab_size=500, initial_alphabet=alphabet, show_progress=False,
+                                  special_tokens=["<s>", "</s>", "<pad>", "<unk>"] + EXTRA_SPECIALS)
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>",
+                                   additional_special_tokens=EXTRA_SPECIALS)
+
+
+def sample_corpus(seed=0):
+    rng = random.Random(seed)
+    text = lambda: " ".join(rng.choices(WORDS, k=rng.randint(1, 6)))
+    return [t.render([{"role": "user", "content": text()}, {"role": "assistant", "content": text()}])
+            for _ in range(40) for t in TEMPLATES.values()]
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """A well-behaved byte-level BPE (Llama-3/Qwen layout) with the template words merged."""
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                                   pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    return train_tokenizer(pre, sample_corpus())
+
+
+def decode(tokenizer, ids):
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+# ---------------------------------------------------------------- rendering
+
+SYSTEM = "You are terse."
+CONV = [{"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "What is shown? <image>"},
+        {"role": "assistant", "content": "A cat."},
+        {"role": "user", "content": "What color?"},
+        {"role": "assistant", "content": "Black."}]
+EXPECTED = {
+    "vicuna_v1": "You are terse. USER: <image>\nWhat is shown? ASSISTANT: A cat.</s>"
+                 "USER: What color? ASSISTANT: Black.</s>",
+    "llava_v1": "You are terse. USER: <image>\nWhat is shown? ASSISTANT: A cat.</s>"
+                "USER: What color? ASSISTANT: Black.</s>",
+    "llama_2": "[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\n<image>\nWhat is shown? [/INST] A cat. </s>"
+               "<s>[INST] What color? [/INST] Black. </s>",
+    "chatml": "<|im_start|>system\nYou are terse.<|im_end|><|im_start|>user\n<image>\nWhat is shown?"
+              "<|im_end|><|im_start|>assistant\nA cat.<|im_end|><|im_start|>user\nWhat color?<|im_end|>"
+              "<|im_start|>assistant\nBlack.<|im_end|>",
+    "llama_3": "<|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
+               "<|start_header_id|>user<|end_header_id|>\n\n<image>\nWhat is shown?<|eot_id|>"
+               "<|start_header_id|>assistant<|end_header_id|>\n\nA cat.<|eot_id|>"
+               "<|start_header_id|>user<|end_header_id|>\n\nWhat color?<|eot_id|>"
+               "<|start_header_id|>assistant<|end_header_id|>\n\nBlack.<|eot_id|>",
+}
+GENERATION_END = {"vicuna_v1": "USER: What color? ASSISTANT:",
+                  "llava_v1": "USER: What color? ASSISTANT:",
+                  "llama_2": "</s><s>[INST] What color? [/INST]",
+                  "chatml": "<|im_start|>user\nWhat color?<|im_end|><|im_start|>assistant\n",
+                  "llama_3": "<|start_header_id|>user<|end_header_id|>\n\nWhat color?<|eot_id|>"
+                             "<|start_header_id|>assistant<|end_header_id|>\n\n"}
+
+
+def test_registry_has_every_template_and_rejects_unknown_names():
+    assert set(TEMPLATES) == set(ANSWER_WRAP)
+    assert get_template("vicuna_v1") is TEMPLATES["vicuna_v1"]
+    with pytest.raises(ValueError, match="choose one of.*vicuna_v1"):
+        get_template("vicuna")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_two_turn_render_with_system_prompt(name):
+    template = get_template(name)
+    assert template.render(CONV) == EXPECTED[name]
+    assert template.render(CONV[1:], system=SYSTEM) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(GENERATION_END))
+def test_generation_prompt_opens_the_assistant_turn(name):
+    rendered = get_template(name).render(CONV[:-1], add_generation_prompt=True)
+    assert rendered.endswith(GENERATION_END[name])
+    assert not rendered.endswith(" ")
+
+
+def test_default_system_prompts_and_generation_prompt_verbatim():
+    question = [{"role": "user", "content": "<image>\nWhat is shown?"}]
+    assert get_template("vicuna_v1").render(question, add_generation_prompt=True) == (
+        "A chat between a curious user and an artificial intelligence assistant. The assistant "
+        "gives helpful, detailed, and polite answers to the user's questions. "
+        "USER: <image>\nWhat is shown? ASSISTANT:")
+    assert get_template("llava_v1").render(question).startswith(
+        "A chat between a curious human and an artificial intelligence assistant. The assistant "
+        "gives helpful, detailed, and polite answers to the human's questions. USER: ")
+    assert get_template("chatml").render(question).startswith(
+        "<|im_start|>system\nA conversation between a user and an LLM-based AI assistant. "
+        "The assistant gives helpful and honest answers.<|im_end|><|im_start|>user\n")
+    # an empty system prompt drops the system block altogether
+    assert get_template("llama_2").render(question, system="") == (
+        "[INST] <image>\nWhat is shown? [/INST]")
+
+
+def test_plain_keeps_image_and_caption_and_drops_the_instruction():
+    sample = [{"from": "human", "value": "Describe the image concisely.\n<image>"},
+              {"from": "gpt", "value": "A black cat on a mat."}]
+    plain = get_template("plain")
+    assert plain.render(sample) == "<image>A black cat on a mat.\n"
+    assert plain.render(sample[:1], add_generation_prompt=True) == "<image>"
+    with pytest.raises(ValueError, match="one user turn and one caption"):
+        plain.render(sample + sample)
+    with pytest.raises(ValueError, match="no system prompt"):
+        plain.render(sample, system="Be brief.")
+
+
+def test_llava_json_form_is_converted():
+    conversations = [{"from": "system", "value": "S"}, {"from": "human", "value": "<image>\nHi"},
+                     {"from": "gpt", "value": "Hello"}]
+    assert to_messages(conversations) == [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "<image>\nHi"},
+        {"role": "assistant", "content": "Hello"}]
+    assert get_template("vicuna_v1").render(conversations) == "S USER: <image>\nHi ASSISTANT: Hello</s>"
+    with pytest.raises(ValueError, match="unknown 'from' 'bot'"):
+        to_messages([{"from": "bot", "value": "x"}])
+
+
+@pytest.mark.parametrize("user_texts, first, rest", [
+    (["What is this? <image>", "And now?"], "<image>\nWhat is this?", "And now?"),
+    (["What is <image> this?", "x"], "<image>\nWhat is  this?", "x"),
+    (["Compare.", "<image> and <image>"], "<image>\n<image>\nCompare.", "and"),
+    (["<image>", "Why?"], "<image>", "Why?"),
+])
+def test_image_markers_move_to_the_start_of_the_first_user_turn(user_texts, first, rest):
+    messages = to_messages([{"role": "user", "content": user_texts[0]},
+                            {"role": "assistant", "content": "a"},
+                            {"role": "user", "content": user_texts[1]}])
+    assert [messages[0]["content"], messages[2]["content"]] == [first, rest]
+
+
+def test_to_messages_does_not_modify_its_input():
+    conversation = [{"role": "user", "content": "Hi <image>"}]
+    to_messages(conversation)
+    assert conversation == [{"role": "user", "content": "Hi <image>"}]
+
+
+@pytest.mark.parametrize("messages, error", [
+    ([], "empty conversation"),
+    ([{"role": "assistant", "content": "a"}], "turn 0 has role 'assistant'"),
+    ([{"role": "user", "content": "q"}, {"role": "user", "content": "q"}], "turn 1 has role 'user'"),
+    ([{"role": "user", "content": "q"}, {"role": "system", "content": "s"}], "turn 1 has role 'system'"),
+    ([{"role": "system", "content": "s"}], "no user message"),
+    ([{"role": "user", "content": None}], "content must be a string"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "<image>"}], "assistant turn"),
+])
+def test_bad_conversations_raise_clear_errors(messages, error):
+    with pytest.raises(ValueError, match=error):
+        get_template("vicuna_v1").render(messages)
+
+
+def test_other_misuse_raises():
+    vicuna = get_template("vicuna_v1")
+    with pytest.raises(ValueError, match="given twice"):
+        vicuna.render(CONV, system="other")
+    with pytest.raises(ValueError, match="ends with a user turn"):
+        vicuna.render(CONV, add_generation_prompt=True)
+
+
+# ---------------------------------------------------------------- random conversations
+
+@st.composite
+def conversations(draw, max_rounds=4, end_with_answer=True):
+    """1-max_rounds rounds, optional system prompt, 0-2 images anywhere in the user turns."""
+    text = st.lists(st.sampled_from(WORDS), max_size=6).map(" ".join)
+    rounds = draw(st.integers(1, max_rounds))
+    messages = []
+    for i in range(rounds):
+        messages.append({"role": "user", "content": draw(text)})
+        if end_with_answer or i < rounds - 1:
+            messages.append({"role": "assistant", "content": draw(text)})
+    for _ in range(draw(st.integers(0, 2))):
+        turn = draw(st.sampled_from(messages[::2]))
+        words = turn["content"].split(" ")
+        words.insert(draw(st.integers(0, len(words))), IMAGE_MARKER)
+        turn["content"] = " ".join(words)
+    system = draw(st.sampled_from([None, "", "Be brief ."]))
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def plain_safe(name, messages):
+    """The plain template takes one round and no system prompt."""
+    if name != "plain":
+        return messages
+    return [m for m in messages if m["role"] != "system"][:2]
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@SETTINGS
+@given(sample=conversations())
+def test_labels_supervise_exactly_the_answers(tok, name, sample):
+    messages = plain_safe(name, sample)
+    n_images = sum(m["content"].count(IMAGE_MARKER) for m in messages)
+    template = get_template(name)
+    out = template.tokenize(messages, tok)
+    ids, labels = out["input_ids"], out["labels"]
+    assert len(ids) == len(labels)
+    assert all(label in (IGNORE_INDEX, i) for i, label in zip(ids, labels))
+
+    pre, post = ANSWER_WRAP[name]
+    answers = "".join(pre + m["content"] + post for m in messages if m["role"] == "assistant")
+    assert decode(tok, [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]) == answers
+    # the ids spell out the whole prompt, BOS first where the template wants it
+    assert decode(tok, ids) == ("<s>" if HAS_BOS[name] else "") + template.render(messages)
+    if HAS_BOS[name]:
+        assert ids[0] == tok.bos_token_id and labels[0] == IGNORE_INDEX
+
+    image_id = tok.convert_tokens_to_ids(IMAGE_MARKER)
+    positions = [p for p, i in enumerate(ids) if i == image_id]
+    assert len(positions) == n_images
+    assert all(labels[p] == IGNORE_INDEX for p in positions)
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@SETTINGS
+@given(sample=conversations(end_with_answer=False), data=st.data())
+def test_jinja_export_renders_like_render(tok, name, sample, data):
+    messages = plain_safe(name, sample)
+    generation = data.draw(st.booleans()) and messages[-1]["role"] == "user"
+    template = get_template(name)
+    jinja = tok.apply_chat_template(to_messages(messages), chat_template=template.to_jinja(),
+                                    tokenize=False, add_generation_prompt=generation)
+    assert jinja == template.render(messages, add_generation_prompt=generation)
+
+
+def test_jinja_export_as_the_tokenizers_chat_template(tok):
+    template = get_template("vicuna_v1")
+    tok_copy = copy.deepcopy(tok)
+    tok_copy.chat_template = template.to_jinja()
+    messages = to_messages(CONV[:-1])
+    assert tok_copy.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+        "You are terse. USER: <image>\nWhat is shown? ASSISTANT: A cat.</s>USER: What color? ASSISTANT:"
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@SETTINGS
+@given(sample=conversations())
+def test_image_position_does_not_change_the_rendering(name, sample):
+    messages = plain_safe(name, sample)
+    template = get_template(name)
+    assert template.render(messages) == template.render(to_messages(messages))
+    first_user = next(m for m in to_messages(messages) if m["role"] == "user")["content"]
+    n_images = first_user.count(IMAGE_MARKER)
+    assert first_user.startswith("\n".join([IMAGE_MARKER] * n_images))
+    assert template.render(messages).count(IMAGE_MARKER) == n_images
+
+
+# ---------------------------------------------------------------- tokenize edge cases
+
+def test_cutting_after_the_space_would_break_the_check(tok):
+    """Why vicuna's answer segment starts with the space: " yes" is one byte-level word."""
+    vicuna = get_template("vicuna_v1")
+    cut_late = dataclasses.replace(vicuna, assistant_header="ASSISTANT: ", answer_format="{content}</s>")
+    conversation = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "yes"}]
+    assert cut_late.render(conversation) == vicuna.render(conversation)
+    answer = tok.encode(" yes</s>", add_special_tokens=False)
+    assert vicuna.tokenize(conversation, tok)["labels"][-len(answer):] == answer
+    with pytest.raises(TokenizationMismatchError, match="segments \\['Ġ', 'yes'"):
+        cut_late.tokenize(conversation, tok)
+
+
+def test_truncation_and_nothing_to_supervise(tok):
+    vicuna = get_template("vicuna_v1")
+    full = vicuna.tokenize(CONV, tok)
+    cut = vicuna.tokenize(CONV, tok, max_length=len(full["input_ids"]) - 3)
+    assert cut["input_ids"] == full["input_ids"][:-3] and cut["labels"] == full["labels"][:-3]
+    with pytest.raises(ValueError, match="cuts off every answer token"):
+        vicuna.tokenize(CONV, tok, max_length=5)
+    with pytest.raises(ValueError, match="ends with an assistant answer"):
+        vicuna.tokenize(CONV[:-1], tok)
+
+
+def test_tokenizer_without_image_token_is_refused():
+    plain_tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(
+        {"<unk>": 0, "USER:": 1}, unk_token="<unk>")), unk_token="<unk>")
+    with pytest.raises(ValueError, match="one token per image.*add_special_tokens"):
+        get_template("plain").tokenize([{"role": "user", "content": "<image>"},
+                                        {"role": "assistant", "content": "x"}], plain_tok)
+
+
+# ---------------------------------------------------------------- the tokenization mismatch pitfall
+
+def first_difference(a, b):
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+@pytest.mark.parametrize("pre_tokenizer, byte_level", [
+    # no word splitting: BPE learns merges such as "ASSISTANT:Ġyes" across the answer boundary
+    (pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), True),
+    # SentencePiece-style word-start marker only at the very start (LLaMA's legacy pitfall):
+    # "USER" after "</s>" gets "▁USER" alone but "USER" inside the prompt
+    (pre_tokenizers.Metaspace(prepend_scheme="first"), False),
+], ids=["merges-across-boundary", "word-start-marker"])
+def test_mismatch_raises_with_position_and_tokens(pre_tokenizer, byte_level):
+    bad = train_tokenizer(pre_tokenizer, sample_corpus(), byte_level=byte_level)
+    messages = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "yes"},
+                {"role": "user", "content": "red"}, {"role": "assistant", "content": "no"}]
+    # the segments, written out: prompt / answer / prompt / answer
+    segments = ["USER: the cat ASSISTANT:", " yes</s>", "USER: red ASSISTANT:", " no</s>"]
+    enc = lambda text: bad.encode(text, add_special_tokens=False)
+    pieces = [bad.bos_token_id] + [i for s in segments for i in enc(s)]
+    whole = [bad.bos_token_id] + enc("".join(segments))
+    assert pieces != whole  # the pitfall is real for this tokenizer
+    position = first_difference(pieces, whole)
+
+    with pytest.raises(TokenizationMismatchError) as caught:
+        get_template("vicuna_v1").tokenize(messages, bad, system="")
+    message = str(caught.value)
+    assert caught.value.position == position and f"position {position}:" in message
+    assert "'vicuna_v1'" in message and type(bad).__name__ in message
+    assert str(bad.convert_ids_to_tokens(pieces[position:position + 3])) in message
+    assert str(bad.convert_ids_to_tokens(whole[position:position + 3])) in message
+    assert "legacy=False" in message and isinstance(caught.value, ValueError)
