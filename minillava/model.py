@@ -7,14 +7,18 @@
 The backbones come from transformers (any vision model, any causal LM); everything in
 between -- the projector, the splicing, the masked loss and the generation loop -- is
 written out here and in the modules it imports, and is proven equal to transformers'
-``LlavaForConditionalGeneration`` in tests/test_model_vs_hf.py.
+``LlavaForConditionalGeneration`` in tests/test_model_vs_hf.py. With
+``image_mode="anyres"`` an image is a base view plus tiles (LLaVA-NeXT, see anyres.py),
+proven equal to ``LlavaNextForConditionalGeneration`` in tests/test_llava_next_vs_hf.py.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from minillava.anyres import check_pinpoints, default_pinpoints, grid_shape, merge_tiles
 from minillava.loss import masked_lm_loss
 from minillava.projector import build_projector
 from minillava.splicing import splice
@@ -31,6 +35,10 @@ class MiniLlavaConfig:
     vision_feature_select: ``"patch"`` drops CLS, ``"cls_patch"`` keeps it.
     max_length: spliced sequences are truncated to this (never through an image).
     pad_token_id: id written after a finished sequence in batched generation.
+    image_mode: ``"pad"`` or ``"resize"`` (one view per image; the two differ only in
+        preprocessing, see image.py) or ``"anyres"`` (LLaVA-NeXT: base view + tiles).
+    image_grid_pinpoints: AnyRes candidate canvases, (height, width) multiples of the
+        tower's image size; None = ``anyres.default_pinpoints(tower image size)``.
     """
 
     image_token_id: int
@@ -39,6 +47,12 @@ class MiniLlavaConfig:
     vision_feature_select: str = "patch"
     max_length: int | None = None
     pad_token_id: int = 0
+    image_mode: str = "pad"
+    image_grid_pinpoints: list[tuple[int, int]] | None = None
+
+    def __post_init__(self):
+        if self.image_mode not in ("pad", "resize", "anyres"):
+            raise ValueError(f"unknown image_mode {self.image_mode!r}; valid: 'pad', 'resize', 'anyres'")
 
 
 @dataclass
@@ -61,13 +75,42 @@ class MiniLlava(nn.Module):
         text_dim = language_model.get_input_embeddings().embedding_dim
         self.projector = build_projector(config.projector, self.vision_tower.feature_dim, text_dim)
         self.language_model = language_model
+        if config.image_mode == "anyres":
+            tile = vision_model.config.image_size
+            self.pinpoints = check_pinpoints(config.image_grid_pinpoints or default_pinpoints(tile), tile)
+            # Ends every row of an image's tiled feature map; initialised as in LLaVA-NeXT.
+            self.image_newline = nn.Parameter(torch.randn(text_dim) / math.sqrt(text_dim))
 
-    def encode_images(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """(N, C, H, W) images -> N tensors of (P, D) projected features."""
-        return list(self.projector(self.vision_tower(pixel_values)))
+    def encode_images(self, pixel_values: torch.Tensor, image_sizes=None) -> list[torch.Tensor]:
+        """Images -> one (P_i, D) tensor of projected features per image.
 
-    def _splice(self, input_ids, pixel_values, attention_mask, labels, padding_side):
-        images = [] if pixel_values is None else self.encode_images(pixel_values)
+        Single view: pixel_values (N, C, H, W), image_sizes None. AnyRes: pixel_values
+        (N, max_views, C, H, W), each image's base view and tiles zero-padded to
+        max_views (as ``image.ImageProcessor`` and transformers lay them out), and
+        image_sizes (N, 2) original (height, width); P_i then varies with the image size.
+        """
+        if self.config.image_mode != "anyres":
+            if image_sizes is not None:
+                raise ValueError(f"image_sizes is only used by image_mode='anyres' (this model: "
+                                 f"{self.config.image_mode!r}); pass image_sizes=None")
+            return list(self.projector(self.vision_tower(pixel_values)))
+        if image_sizes is None or pixel_values.dim() != 5 or len(image_sizes) != len(pixel_values):
+            raise ValueError(
+                "image_mode='anyres' needs pixel_values (num_images, max_views, C, H, W) and image_sizes "
+                f"(num_images, 2) of original (height, width); got pixel_values {tuple(pixel_values.shape)} and "
+                f"image_sizes {None if image_sizes is None else len(image_sizes)}; "
+                "use minillava.image.ImageProcessor(mode='anyres')"
+            )
+        tile = self.vision_tower.model.config.image_size
+        sizes = torch.as_tensor(image_sizes).tolist()
+        counts = [1 + math.prod(grid_shape(s, self.pinpoints, tile)) for s in sizes]
+        # One tower pass over the real views of all images (the padding views are dropped).
+        views = torch.cat([pv[:n] for pv, n in zip(pixel_values, counts)])
+        features = self.projector(self.vision_tower(views)).split(counts)
+        return [merge_tiles(f, s, self.pinpoints, tile, self.image_newline) for f, s in zip(features, sizes)]
+
+    def _splice(self, input_ids, pixel_values, image_sizes, attention_mask, labels, padding_side):
+        images = [] if pixel_values is None else self.encode_images(pixel_values, image_sizes)
         return splice(
             input_ids, images, self.language_model.get_input_embeddings(), self.config.image_token_id,
             attention_mask=attention_mask, labels=labels, max_length=self.config.max_length,
@@ -87,16 +130,17 @@ class MiniLlava(nn.Module):
 
         Args:
             input_ids: (B, T) with one ``config.image_token_id`` per image.
-            pixel_values: (N, C, H, W), one image per placeholder, in reading order.
+            pixel_values: one image per placeholder, in reading order: (N, C, H, W), or
+                (N, max_views, C, H, W) in AnyRes mode (see ``encode_images``).
             attention_mask: (B, T), 1 = real token (any padding side).
             labels: (B, T) targets aligned with input_ids, -100 = not supervised.
-            image_sizes: original (height, width) per image; only the AnyRes mode uses it.
+            image_sizes: (N, 2) original (height, width) per image; AnyRes mode only.
             padding_side: side on which the spliced batch is re-padded.
         """
-        if image_sizes is not None:
-            raise ValueError("image_sizes is only used by the AnyRes image mode; pass None here")
-        s = self._splice(input_ids, pixel_values, attention_mask, labels, padding_side)
-        out = self.language_model(inputs_embeds=s.embeds, attention_mask=s.attention_mask, position_ids=s.position_ids)
+        s = self._splice(input_ids, pixel_values, image_sizes, attention_mask, labels, padding_side)
+        # Without padding the mask adds nothing but cost: let the LM use its causal fast path.
+        mask = None if bool(s.attention_mask.all()) else s.attention_mask
+        out = self.language_model(inputs_embeds=s.embeds, attention_mask=mask, position_ids=s.position_ids)
         loss = masked_lm_loss(out.logits, s.labels) if labels is not None else None
         return MiniLlavaOutput(out.logits, loss, s.labels, s.attention_mask, s.image_mask)
 
@@ -106,6 +150,7 @@ class MiniLlava(nn.Module):
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
         max_new_tokens: int = 32,
         temperature: float = 0.0,
         top_p: float = 1.0,
@@ -115,6 +160,8 @@ class MiniLlava(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Continue each prompt; returns the (B, n_new) new token ids.
+
+        input_ids, pixel_values, attention_mask and image_sizes are as in ``forward``.
 
         Greedy when ``temperature == 0``, else sampling with temperature and nucleus
         (top-p) filtering. A sequence stops at ``eos_token_id`` or once its decoded text
@@ -126,7 +173,7 @@ class MiniLlava(nn.Module):
         """
         if stop_strings and tokenizer is None:
             raise ValueError("stop_strings need a tokenizer to decode the generated text; pass tokenizer=")
-        s = self._splice(input_ids, pixel_values, attention_mask, None, "left")
+        s = self._splice(input_ids, pixel_values, image_sizes, attention_mask, None, "left")
         lm, mask, positions = self.language_model, s.attention_mask, s.position_ids
         out = lm(inputs_embeds=s.embeds, attention_mask=mask, position_ids=positions, use_cache=True)
         batch = input_ids.shape[0]

@@ -1,0 +1,187 @@
+"""Graded checks for the course notebooks.
+
+A graded cell in a chapter calls one checker on the learner's implementation::
+
+    from minillava import grading
+    grading.check_projector(MyProjector)
+
+On success a checker prints exactly one line, ``✅ projector: all checks passed``. The
+line holds no floats or timings, so strict ``pytest --nbval`` can compare it on any
+machine. On failure it raises :class:`GradingError`, whose message says what was
+expected, what was got, and how to fix it.
+
+Writing a checker (about ten lines)::
+
+    @check("projector")
+    def check_projector(Projector):
+        gen = torch.Generator().manual_seed(0)           # local RNG: leave the notebook's alone
+        x = torch.randn(2, 5, 8, generator=gen)
+        proj = Projector(vision_dim=8, text_dim=16)
+        assert_equal(tuple(proj(x).shape), (2, 5, 16), what="output shape",
+                     hint="map the last dimension vision_dim -> text_dim; keep batch and patches")
+        assert_close(proj(x), reference(proj, x), what="projector output",
+                     hint="Linear, then GELU, then Linear (LLaVA-1.5's mlp2x_gelu)")
+
+Rules:
+
+- The function is named ``check_<name>`` and registered with ``@check("<name>")``; it
+  lands in :data:`CHECKS` under ``<name>``.
+- It takes the learner's implementation (a function or a class) as its argument and
+  prints nothing itself: the decorator prints the success line.
+- It fails only by raising :class:`GradingError` (directly or through
+  :func:`assert_close` / :func:`assert_equal`). Any other exception raised while
+  checking, e.g. a shape error inside the learner's code, is reported as a
+  GradingError too. ``NotImplementedError`` passes through unchanged: it means the
+  exercise stub has not been filled in yet.
+- Add at least one plausible wrong implementation for it to ``tests/wrong_answers.py``;
+  the course tests call the checker on each and require a GradingError.
+"""
+
+import functools
+from typing import Any, Callable
+
+import torch
+
+CHECKS: dict[str, Callable[..., None]] = {}
+"""Every registered checker, by name (``"projector"`` for ``check_projector``)."""
+
+_UNSET = object()
+
+
+class GradingError(AssertionError):
+    """A graded check failed; ``str(err)`` explains what was expected and how to fix it."""
+
+    def __init__(self, what: str, *, expected: Any = _UNSET, got: Any = _UNSET, hint: str | None = None):
+        super().__init__(what)
+        self.what, self.expected, self.got, self.hint = what, expected, got, hint
+        self.check_name: str | None = None  # set by @check, which knows which checker failed
+
+    def __str__(self) -> str:
+        lines = [f"{self.check_name}: {self.what}" if self.check_name else self.what]
+        if self.expected is not _UNSET:
+            lines.append(f"  expected: {self.expected}")
+        if self.got is not _UNSET:
+            lines.append(f"  got:      {self.got}")
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+
+def check(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``check_<name>`` in :data:`CHECKS` and print the success line when it passes."""
+
+    def register(checker: Callable[..., None]) -> Callable[..., None]:
+        # One spelling everywhere: notebooks call check_<name>, tests key wrong answers by <name>.
+        if checker.__name__ != f"check_{name}":
+            raise ValueError(f"checker for {name!r} must be named check_{name}, not {checker.__name__}")
+
+        @functools.wraps(checker)
+        def run(*args: Any, **kwargs: Any) -> None:
+            try:
+                checker(*args, **kwargs)
+            except GradingError as err:
+                err.check_name = name
+                raise
+            except NotImplementedError:
+                raise  # an unfilled stub: say so plainly rather than as a wrong answer
+            except Exception as err:
+                failure = GradingError(
+                    f"your code raised {type(err).__name__}: {err}",
+                    hint="read the traceback above this error to see which line failed",
+                )
+                failure.check_name = name
+                raise failure from err
+            print(f"✅ {name}: all checks passed")
+
+        CHECKS[name] = run
+        return run
+
+    return register
+
+
+def _as_tensors(got: Any, expected: Any, what: str, hint: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides as CPU tensors of equal shape, or a GradingError saying why not."""
+    if not isinstance(got, torch.Tensor):
+        raise GradingError(f"{what}: expected a torch.Tensor", got=type(got).__name__, hint=hint)
+    expected = torch.as_tensor(expected)
+    if got.shape != expected.shape:
+        raise GradingError(f"{what}: wrong shape", expected=tuple(expected.shape), got=tuple(got.shape), hint=hint)
+    return got.detach().cpu(), expected.detach().cpu()
+
+
+def assert_equal(got: Any, expected: Any, *, what: str, hint: str) -> None:
+    """Require ``got == expected`` exactly; a tensor on either side makes it an elementwise check."""
+    if isinstance(got, torch.Tensor) or isinstance(expected, torch.Tensor):
+        got, expected = _as_tensors(got, expected, what, hint)
+        wrong = (got != expected).sum().item()
+        if wrong:
+            raise GradingError(f"{what}: {wrong} of {got.numel()} values differ (shape {tuple(got.shape)})", hint=hint)
+    elif got != expected:
+        raise GradingError(f"{what} is wrong", expected=expected, got=got, hint=hint)
+
+
+def assert_close(got: Any, expected: Any, *, what: str, hint: str, atol: float = 1e-5) -> None:
+    """Require tensor ``got`` to match ``expected`` in shape and within ``atol`` everywhere."""
+    got, expected = _as_tensors(got, expected, what, hint)
+    if got.numel() == 0:
+        return
+    # float64, so integer and half-precision tensors compare alike.
+    diff = (got.double() - expected.double()).abs().max().item()
+    if not diff <= atol:  # written this way round so that a NaN fails too
+        raise GradingError(
+            f"{what}: values differ (shape {tuple(got.shape)}, max abs diff {diff:.3g} > atol {atol:g})",
+            hint=hint,
+        )
+
+
+# ------------------------------------------------------------------ chapter 3: architecture
+
+
+@check("projector")
+def check_projector(Projector):
+    """``Projector(vision_dim, text_dim)`` must be LLaVA-1.5's mlp2x_gelu: Linear, GELU, Linear."""
+    proj = Projector(8, 16)
+    linears = [m for m in proj.modules() if isinstance(m, torch.nn.Linear)]
+    hint = "two nn.Linear layers (vision_dim -> text_dim, then text_dim -> text_dim) with nn.GELU() between"
+    assert_equal([tuple(m.weight.shape) for m in linears], [(16, 8), (16, 16)], what="Linear layer shapes", hint=hint)
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    first, second = linears
+    expected = second(torch.nn.functional.gelu(first(x)))
+    assert_close(proj(x), expected, what="projector output", hint=hint + "; the exact GELU, not tanh or ReLU")
+
+
+@check("splice")
+def check_splice(splice_sample):
+    """``splice_sample(input_ids, labels, text_embeds, image_features, image_token_id)`` for one sample."""
+    from minillava.splicing import splice
+
+    gen = torch.Generator().manual_seed(0)
+    table = torch.nn.Embedding(20, 4)
+    hint = ("replace each placeholder position by its image's feature rows, in order; labels there are -100; "
+            "text rows and labels keep their order")
+    for ids in ([1, 5, 6, 7], [1, 19, 5, 6], [1, 5, 19, 6, 19, 7, 8], [19, 2]):
+        input_ids = torch.tensor(ids)
+        labels = torch.tensor([i * 10 for i in range(len(ids))])
+        feats = [torch.randn(3, 4, generator=gen) for _ in range(ids.count(19))]
+        text_embeds = table(input_ids.masked_fill(input_ids == 19, 0)).detach()
+        want = splice(input_ids[None], feats, table, 19, labels=labels[None])
+        embeds, got_labels = splice_sample(input_ids, labels, text_embeds, feats, 19)
+        case = f"input_ids {ids} (image token 19)"
+        assert_close(embeds, want.embeds[0].detach(), what=f"embeddings for {case}", hint=hint)
+        assert_equal(got_labels, want.labels[0], what=f"labels for {case}", hint=hint)
+
+
+@check("masked_loss")
+def check_masked_loss(masked_loss):
+    """``masked_loss(logits, labels)``: next-token cross-entropy averaged over labels != -100."""
+    from minillava.loss import masked_lm_loss
+
+    gen = torch.Generator().manual_seed(0)
+    hint = ("shift by one (logits[:, :-1] predict labels[:, 1:]), ignore -100, "
+            "and average over the supervised tokens only")
+    for supervised in ([0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]):
+        logits = torch.randn(2, 6, 7, generator=gen)
+        labels = torch.randint(0, 7, (2, 6), generator=gen)
+        labels[0][torch.tensor(supervised) == 0] = -100
+        labels[1, :2] = -100
+        assert_close(masked_loss(logits, labels), masked_lm_loss(logits, labels), what="loss", hint=hint)
