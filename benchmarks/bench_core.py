@@ -8,6 +8,7 @@ slower). Both models hold the same weights (``from_hf``), see the same images an
 """
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -38,12 +39,20 @@ def inputs(batch, text_len, n_img_tokens, seed=0):
     return ours, theirs, pixels
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    start = time.perf_counter()
+def timed_pair(fn_a, fn_b, repeats):
+    """Median seconds per call of two functions, timed alternately.
+
+    Alternating (a, b, a, b, ...) and taking medians keeps the comparison fair on a shared,
+    noisy machine: a slow spell hits both sides instead of one.
+    """
+    fn_a(), fn_b()  # warm-up
+    times_a, times_b = [], []
     for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
 
 
 def train_step_fn(model, call):
@@ -64,8 +73,8 @@ def main():
     parser.add_argument("--text-len", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--gen-repeats", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
 
     hf, ours = build()
     n_img = (64 // 8) ** 2
@@ -74,17 +83,21 @@ def main():
     results = {}
 
     hf.train(), ours.train()
-    t_hf = timed(train_step_fn(hf, lambda: hf(input_ids=hf_ids, pixel_values=pixels, labels=hf_ids.masked_fill(hf_ids == IMG, -100))), args.steps)
-    t_ours = timed(train_step_fn(ours, lambda: ours(ids, pixels, labels=ids)), args.steps)
+    hf_step = train_step_fn(hf, lambda: hf(input_ids=hf_ids, pixel_values=pixels, labels=hf_ids.masked_fill(hf_ids == IMG, -100)))
+    our_step = train_step_fn(ours, lambda: ours(ids, pixels, labels=ids))
+    t_ours, t_hf = timed_pair(our_step, hf_step, args.steps)
     results["train tokens/s"] = (seq_tokens / t_ours, seq_tokens / t_hf)
 
     hf.eval(), ours.eval()
     gen_batch = 4
     new = args.new_tokens * gen_batch
     with torch.no_grad():
-        t_hf = timed(lambda: hf.generate(input_ids=hf_ids[:gen_batch], pixel_values=pixels[:gen_batch], do_sample=False,
-                                         max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0), 3)
-        t_ours = timed(lambda: ours.generate(ids[:gen_batch], pixels[:gen_batch], max_new_tokens=args.new_tokens), 3)
+        t_ours, t_hf = timed_pair(
+            lambda: ours.generate(ids[:gen_batch], pixels[:gen_batch], max_new_tokens=args.new_tokens),
+            lambda: hf.generate(input_ids=hf_ids[:gen_batch], pixel_values=pixels[:gen_batch], do_sample=False,
+                                max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0),
+            args.gen_repeats,
+        )
     results["greedy generation tokens/s"] = (new / t_ours, new / t_hf)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
