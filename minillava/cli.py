@@ -2,11 +2,15 @@
 
     minillava demo     one forward pass and a short generation of a tiny MiniLlava,
                        printing every tensor's shape along the way (seconds, offline)
+    minillava data     generate instruction data with a teacher (rules or an OpenAI-compatible
+                       model); serve the rule teacher as a local OpenAI-compatible endpoint
 """
 
 import argparse
 
 import torch
+
+from minillava.data.commands import add_parser as add_data_parser
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     p.add_argument("--projector", default="mlp2x_gelu", help="linear, mlp2x_gelu, ...")
     p.set_defaults(func=demo)
+    add_data_parser(sub)   # minillava data generate | serve
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -1,17 +1,22 @@
-"""Instruction data: LLaVA's GPT-4 "data engine", rebuilt for the toy world and for COCO.
+"""Data: making instruction data (LLaVA's GPT-4 "data engine") and feeding it to training.
 
 LLaVA never showed GPT-4 an image. It wrote a *symbolic* image -- captions and object
 boxes as text -- and asked a text-only model for conversations, detailed descriptions
-and reasoning questions, as if it were looking. These modules follow that pipeline,
+and reasoning questions, as if it were looking. The engine modules follow that pipeline,
 one idea each:
 
-* ``rules``    -- true Q&A, descriptions and reasoning read off a toy-world scene graph
-                  (the offline teacher, and text for pretraining the toy language model).
-* ``prompts``  -- the symbolic context, system messages and few-shot examples.
-* ``parse``    -- the teacher's raw text -> turns; leak filters, prefix stripping, <image>.
-* ``validate`` -- answers checked against the annotation: hallucinations are dropped.
-* ``cache``    -- append-only JSONL of answers, keyed by a hash of the request.
-* ``teachers`` -- the rule teacher and the OpenAI teacher behind one interface, Batch API files.
-* ``engine``   -- scenes in, LLaVA JSON + a datasets.Dataset + a run report out.
-* ``server``   -- a local OpenAI-compatible endpoint serving the rule teacher (with fault injection).
+* ``rules``     -- true Q&A, descriptions and reasoning read off a toy-world scene graph
+                   (the offline teacher, and text for pretraining the toy language model).
+* ``prompts``   -- the symbolic context, system messages and few-shot examples.
+* ``parse``     -- the teacher's raw text -> turns; leak filters, lead-in stripping, <image>.
+* ``validate``  -- answers checked against the annotation: hallucinations are dropped.
+* ``cache``     -- append-only JSONL of answers, keyed by a hash of the request.
+* ``teachers``  -- the rule teacher and the OpenAI teacher behind one interface.
+* ``batch_api`` -- the OpenAI Batch API path: a requests file out, a results file in.
+* ``engine``    -- scenes in; LLaVA JSON, a datasets.Dataset and a run report out.
+* ``server``    -- a local OpenAI-compatible endpoint serving the rule teacher, faults on demand.
+* ``commands``  -- ``minillava data generate | serve``.
+
+Feeding training: ``dataset`` turns LLaVA records into token ids, labels and pixels
+(skipping bad records with reasons), ``batching`` pads and groups them into batches.
 """
