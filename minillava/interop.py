@@ -4,6 +4,8 @@
 example llava-hf/llava-1.5-7b-hf, on a machine with the network and memory for it) into
 MiniLlava; ``to_hf`` goes back, so a model trained here is saved with
 ``save_pretrained`` and loaded by anyone with ``LlavaForConditionalGeneration``.
+LLaVA-NeXT (``LlavaNextForConditionalGeneration``) maps to ``image_mode="anyres"``: the
+same parts plus the grid pinpoints and the learned ``image_newline``.
 
 The one naming difference worth knowing: transformers' LlavaModel holds the *base*
 language model (no head) and keeps ``lm_head`` beside it; we hold a whole causal LM.
@@ -12,7 +14,8 @@ language model (no head) and keeps ``lm_head`` beside it; we hold a whole causal
 import copy
 
 import torch
-from transformers import AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
+from transformers import (AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig,
+                          LlavaNextForConditionalGeneration)
 
 from minillava.model import MiniLlava, MiniLlavaConfig
 
@@ -21,31 +24,36 @@ _SELECT_FROM_HF = {"default": "patch", "full": "cls_patch"}
 _SELECT_TO_HF = {v: k for k, v in _SELECT_FROM_HF.items()}
 
 
-def from_hf(hf: LlavaForConditionalGeneration) -> MiniLlava:
-    """Copy a transformers ``LlavaForConditionalGeneration`` into a MiniLlava."""
+def from_hf(hf: LlavaForConditionalGeneration | LlavaNextForConditionalGeneration) -> MiniLlava:
+    """Copy a transformers LLaVA (or LLaVA-NeXT) model into a MiniLlava."""
     cfg = hf.config
     if cfg.projector_hidden_act != "gelu" or not cfg.multimodal_projector_bias:
         raise ValueError(
             f"only LLaVA's mlp2x_gelu projector (exact gelu, with bias) is supported, got "
             f"act={cfg.projector_hidden_act!r}, bias={cfg.multimodal_projector_bias}"
         )
+    is_next = isinstance(hf, LlavaNextForConditionalGeneration)
     config = MiniLlavaConfig(
         image_token_id=cfg.image_token_id,
         projector="mlp2x_gelu",
         vision_feature_layer=cfg.vision_feature_layer,
         vision_feature_select=_SELECT_FROM_HF[cfg.vision_feature_select_strategy],
         pad_token_id=cfg.text_config.pad_token_id or 0,
+        image_mode="anyres" if is_next else "pad",
+        image_grid_pinpoints=[tuple(p) for p in cfg.image_grid_pinpoints] if is_next else None,
     )
     lm = AutoModelForCausalLM.from_config(cfg.text_config)
     lm.model.load_state_dict(hf.model.language_model.state_dict())
     lm.lm_head.load_state_dict(hf.lm_head.state_dict())
     model = MiniLlava(config, copy.deepcopy(hf.model.vision_tower), lm)
     model.projector.load_state_dict(hf.model.multi_modal_projector.state_dict(), strict=True)
+    if is_next:
+        model.image_newline.data.copy_(hf.model.image_newline.data)
     return model.to(hf.dtype)
 
 
-def to_hf(model: MiniLlava) -> LlavaForConditionalGeneration:
-    """Copy a MiniLlava into a transformers ``LlavaForConditionalGeneration``."""
+def to_hf(model: MiniLlava) -> LlavaForConditionalGeneration | LlavaNextForConditionalGeneration:
+    """Copy a MiniLlava into transformers' LLaVA, or LLaVA-NeXT for ``image_mode="anyres"``."""
     config = model.config
     if config.projector != "mlp2x_gelu":
         raise ValueError(
@@ -56,7 +64,9 @@ def to_hf(model: MiniLlava) -> LlavaForConditionalGeneration:
     size = tower.model.config.image_size
     with torch.no_grad():  # the token count per image, CLS or not, as the tower produces it
         n_tokens = tower(torch.zeros(1, tower.num_channels, size, size)).shape[1]
-    hf_config = LlavaConfig(
+    anyres = config.image_mode == "anyres"
+    extra = dict(image_grid_pinpoints=[list(p) for p in model.pinpoints]) if anyres else {}
+    hf_config = (LlavaNextConfig if anyres else LlavaConfig)(
         vision_config=tower.model.config.to_dict(),
         text_config=lm.config.to_dict(),
         image_token_id=config.image_token_id,
@@ -64,10 +74,13 @@ def to_hf(model: MiniLlava) -> LlavaForConditionalGeneration:
         vision_feature_layer=config.vision_feature_layer,
         vision_feature_select_strategy=_SELECT_TO_HF[config.vision_feature_select],
         projector_hidden_act="gelu",
+        **extra,
     )
-    hf = LlavaForConditionalGeneration(hf_config)
+    hf = (LlavaNextForConditionalGeneration if anyres else LlavaForConditionalGeneration)(hf_config)
     hf.model.vision_tower.load_state_dict(tower.model.state_dict())
     hf.model.language_model.load_state_dict(lm.model.state_dict())
     hf.lm_head.load_state_dict(lm.lm_head.state_dict())
     hf.model.multi_modal_projector.load_state_dict(model.projector.state_dict())
+    if anyres:
+        hf.model.image_newline.data.copy_(model.image_newline.data)
     return hf.to(next(model.parameters()).dtype).eval()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from minillava.anyres import check_pinpoints, default_pinpoints, grid_shape, merge_tiles
+from minillava.image import MODES
 from minillava.loss import masked_lm_loss
 from minillava.projector import build_projector
 from minillava.splicing import splice
@@ -51,8 +52,8 @@ class MiniLlavaConfig:
     image_grid_pinpoints: list[tuple[int, int]] | None = None
 
     def __post_init__(self):
-        if self.image_mode not in ("pad", "resize", "anyres"):
-            raise ValueError(f"unknown image_mode {self.image_mode!r}; valid: 'pad', 'resize', 'anyres'")
+        if self.image_mode not in MODES:
+            raise ValueError(f"unknown image_mode {self.image_mode!r}; valid: {', '.join(MODES)}")
 
 
 @dataclass

@@ -43,8 +43,11 @@ def tiny_backbones(
     return tower.eval(), lm.eval()
 
 
-def tiny_random_model(projector: str = "mlp2x_gelu", **kwargs) -> MiniLlava:
-    """A MiniLlava on tiny random backbones; the image placeholder is the last vocab id."""
+def tiny_random_model(projector: str = "mlp2x_gelu", image_mode: str = "pad", **kwargs) -> MiniLlava:
+    """A MiniLlava on tiny random backbones; the image placeholder is the last vocab id.
+
+    ``image_mode="anyres"`` tiles with ``anyres.default_pinpoints(image_size)``.
+    """
     tower, lm = tiny_backbones(**kwargs)
-    config = MiniLlavaConfig(image_token_id=lm.config.vocab_size - 1, projector=projector)
+    config = MiniLlavaConfig(image_token_id=lm.config.vocab_size - 1, projector=projector, image_mode=image_mode)
     return MiniLlava(config, tower, lm).eval()
