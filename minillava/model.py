@@ -176,7 +176,9 @@ class MiniLlava(nn.Module):
             raise ValueError("stop_strings need a tokenizer to decode the generated text; pass tokenizer=")
         s = self._splice(input_ids, pixel_values, image_sizes, attention_mask, None, "left")
         lm, mask, positions = self.language_model, s.attention_mask, s.position_ids
-        out = lm(inputs_embeds=s.embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+        padded = not bool(mask.all())  # without padding, the LM's causal fast path needs no mask
+        out = lm(inputs_embeds=s.embeds, attention_mask=mask if padded else None, position_ids=positions,
+                 use_cache=True)
         batch = input_ids.shape[0]
         done = torch.zeros(batch, dtype=torch.bool, device=mask.device)
         new_tokens = []
@@ -193,7 +195,7 @@ class MiniLlava(nn.Module):
             # Feed only the new token; the cache holds keys/values of all earlier ones.
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
             positions = positions[:, -1:] + 1
-            out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=positions,
+            out = lm(input_ids=token[:, None], attention_mask=mask if padded else None, position_ids=positions,
                      cache=out.cache, use_cache=True)
         return torch.stack(new_tokens, dim=1)
 
