@@ -23,6 +23,8 @@ from minillava.image import ImageProcessor, preprocess
 from minillava.interop import from_hf, to_hf
 from minillava.zoo import tiny_backbones
 
+import hf_compare
+
 IMG, TILE, PATCH = 99, 32, 8
 PINPOINT_SETS = {
     "llava_next": default_pinpoints(TILE),  # 1x2, 2x1, 2x2, 3x1, 1x3 tiles
@@ -64,21 +66,7 @@ def hf_token_counts(pinpoints, images):
 
 
 def batch(samples, counts, side="right"):
-    """Ids with one IMG per image -> (ours, theirs) padded (ids, mask); theirs repeats
-    the i-th image's placeholder counts[i] times (images numbered in reading order)."""
-    counts = iter(counts)
-    expanded = [sum(([t] * next(counts) if t == IMG else [t] for t in s), []) for s in samples]
-
-    def pad(rows):
-        width = max(map(len, rows))
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-            ids[i, sl], mask[i, sl] = torch.tensor(r), 1
-        return ids, mask
-
-    return pad(samples), pad(expanded)
+    return hf_compare.batch(samples, counts, IMG, side)
 
 
 @pytest.mark.parametrize("pins_name", PINPOINT_SETS)

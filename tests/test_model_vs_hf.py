@@ -12,6 +12,8 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration
 from minillava.interop import from_hf, to_hf
 from minillava.zoo import tiny_backbones
 
+import hf_compare
+
 IMG = 99  # image placeholder id (last vocab id of the tiny LM)
 
 
@@ -32,20 +34,8 @@ def tokens_per_image(hf):
     return grid + 1 if (has_cls and hf.config.vision_feature_select_strategy == "full") else grid
 
 
-def batch(samples, n_tokens, side="right"):
-    """samples: lists of ids with IMG placeholders -> (ours, theirs) padded id/mask tensors."""
-    expanded = [sum(([t] * n_tokens if t == IMG else [t] for t in s), []) for s in samples]
-
-    def pad(rows):
-        width = max(map(len, rows))
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-            ids[i, sl], mask[i, sl] = torch.tensor(r), 1
-        return ids, mask
-
-    return pad(samples), pad(expanded)
+def batch(samples, counts, side="right"):
+    return hf_compare.batch(samples, counts, IMG, side)
 
 
 # 0, 1 and 2 images per sample, text-only rows and padding in one batch
