@@ -243,13 +243,13 @@ class Scene:
             i, rel, j = rng.choice(self.relations())
             words, inverse = RELATION_WORDS[rel]
             a, words, b = rng.choice(((objs[i], words, objs[j]), (objs[j], inverse, objs[i])))
-            relation = _cap(f"{_a(a.name)} {a.name} is {words} {_a(b.name)} {b.name}.")
+            relation = _cap(f"{article(a.name)} {a.name} is {words} {article(b.name)} {b.name}.")
         return [
             _cap(f"{by_name} on a {self.background} background."),
             _cap(f"{NUMBER_WORDS[n]} shape{'s' if n > 1 else ''}: {by_size}."),
             f"The image contains {by_shape}.",
             relation,
-            _cap(_join([f"{_a(o.name)} {o.name} {_where(o)}" for o in objs]) + "."),
+            _cap(_join([f"{article(o.name)} {o.name} {_where(o)}" for o in objs]) + "."),
         ]
 
 
@@ -257,7 +257,8 @@ class Scene:
 # Caption helpers
 
 
-def _a(word: str) -> str:
+def article(word: str) -> str:
+    """The indefinite article for ``word``: "an orange", "a red"."""
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -274,8 +275,8 @@ def _phrase(count: int, shape: str, adjectives: str = "", mark: str | None = Non
     noun = shape if count == 1 else shape + ("es" if shape.endswith("s") else "s")
     head = f"{adjectives} {noun}".strip()
     if mark:
-        head += f" with {_a(mark)} {mark} dot" if count == 1 else f" with {mark} dots"
-    return f"{_a(head)} {head}" if count == 1 else f"{NUMBER_WORDS[count]} {head}"
+        head += f" with {article(mark)} {mark} dot" if count == 1 else f" with {mark} dots"
+    return f"{article(head)} {head}" if count == 1 else f"{NUMBER_WORDS[count]} {head}"
 
 
 def _where(o: Obj) -> str:

@@ -35,7 +35,8 @@ def test_toy_context_layout_and_round_trip():
     assert captions.splitlines() == make_scene(5, "fine").captions()
     for line, o in zip(objects.splitlines(), ann["objects"]):
         assert re.fullmatch(r"[a-z ]+: \[\d\.\d{3}, \d\.\d{3}, \d\.\d{3}, \d\.\d{3}\]", line)
-        assert line.startswith(f"{o['size']} {o['name']} with a {o['mark']} dot: ")
+        a = "an" if o["mark"] == "orange" else "a"  # the only vowel-initial colour
+        assert line.startswith(f"{o['size']} {o['name']} with {a} {o['mark']} dot: ")
     back = parse_toy_context(text)
     assert [(o["name"], o["size"], o["mark"], o["box"]) for o in back["objects"]] == \
         [(o["name"], o["size"], o["mark"], o["box"]) for o in ann["objects"]]

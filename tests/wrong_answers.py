@@ -64,8 +64,73 @@ def loss_mean_of_sample_means(logits, labels):  # weights a token in a short ans
                         for i in range(len(logits))]).mean()
 
 
+# ---------------------------------------------------------------- symbolic context (chapter 2)
+def _context(box_key="box", decimals=3, blank_line=True, with_size=True):
+    def symbolic_context(annotation):
+        from minillava.toyworld import Scene
+        captions = Scene.from_annotation(annotation).captions()
+        lines = []
+        for o in annotation["objects"]:
+            name = f"{o['size']} {o['name']}" if with_size else o["name"]
+            lines.append(f"{name}: [" + ", ".join(f"{v:.{decimals}f}" for v in o[box_key]) + "]")
+        return "\n".join(captions) + ("\n\n" if blank_line else "\n") + "\n".join(lines)
+    return symbolic_context
+
+
+def context_pixel_boxes(annotation):  # pixel coordinates written as integers
+    from minillava.toyworld import Scene
+    lines = [f"{o['size']} {o['name']}: {o['pixel_box']}" for o in annotation["objects"]]
+    return "\n".join(Scene.from_annotation(annotation).captions()) + "\n\n" + "\n".join(lines)
+
+
+def context_unformatted_floats(annotation):  # str(list): 0.76 instead of 0.760
+    from minillava.toyworld import Scene
+    lines = [f"{o['size']} {o['name']}: {o['box']}" for o in annotation["objects"]]
+    return "\n".join(Scene.from_annotation(annotation).captions()) + "\n\n" + "\n".join(lines)
+
+
+# ---------------------------------------------------------------- parse conversation (chapter 2)
+def _parse(roles=("human", "gpt"), strip=True, keep_label=False, keep_unanswered=False):
+    def parse_conversation(raw):
+        import re
+        turns = []
+        for block in re.split(r"^[ \t]*===[ \t]*$", raw, flags=re.MULTILINE):
+            label, _, text = block.strip().partition(":")
+            if label not in ("Question", "Answer"):
+                continue
+            value = (block.strip() if keep_label else text.strip()) if strip else (block if keep_label else text)
+            turns.append({"from": roles[label == "Answer"], "value": value})
+        if not keep_unanswered and turns and turns[-1]["from"] == roles[0]:
+            turns.pop()
+        return turns
+    return parse_conversation
+
+
+def parse_keeping_separators(raw):  # split at the labels only: the "===" lines stay in the values
+    import re
+    parts = re.split(r"^\s*(Question|Answer):", raw, flags=re.MULTILINE)[1:]
+    turns = [{"from": "human" if label == "Question" else "gpt", "value": text.strip()}
+             for label, text in zip(parts[::2], parts[1::2])]
+    return turns[:-1] if turns and turns[-1]["from"] == "human" else turns
+
+
+def parse_one_line_answers(raw):  # keeps only the first line of each text
+    import re
+    turns = []
+    for block in re.split(r"^[ \t]*===[ \t]*$", raw, flags=re.MULTILINE):
+        label, _, text = block.strip().partition(":")
+        if label in ("Question", "Answer"):
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+            turns.append({"from": "human" if label == "Question" else "gpt", "value": first})
+    return turns[:-1] if turns and turns[-1]["from"] == "human" else turns
+
+
 WRONG = {
     "projector": [_mlp(nn.ReLU()), _mlp(nn.GELU(approximate="tanh")), SingleLinear, GeluAtTheEnd],
     "splice": [_splice("copy"), _splice(-100, keep_placeholder=True), _splice(-100, reverse=True)],
     "masked_loss": [loss_without_shift, loss_over_all_positions, loss_mean_of_sample_means],
+    "symbolic_context": [context_pixel_boxes, _context(decimals=2), _context(blank_line=False),
+                         _context(with_size=False), context_unformatted_floats],
+    "parse_conversation": [_parse(roles=("gpt", "human")), _parse(strip=False), _parse(keep_label=True),
+                           _parse(keep_unanswered=True), parse_keeping_separators, parse_one_line_answers],
 }

@@ -20,7 +20,7 @@ import random
 import re
 from functools import cache
 
-from minillava.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, Obj, Scene, make_scene
+from minillava.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, Obj, Scene, article, make_scene
 
 KINDS = ("conversation", "detail", "complex")
 
@@ -92,7 +92,7 @@ def _box_text(box) -> str:
 def toy_context(annotation: dict) -> str:
     """A toy scene as text: five captions, a blank line, "large red circle: [x1, y1, x2, y2]" lines."""
     scene = Scene.from_annotation(annotation)
-    lines = [f"{o.size} {o.name}{f' with a {o.mark} dot' if o.mark else ''}: {_box_text(o.box)}"
+    lines = [f"{o.size} {o.name}{f' with {article(o.mark)} {o.mark} dot' if o.mark else ''}: {_box_text(o.box)}"
              for o in scene.objects]
     return "\n".join(scene.captions()) + "\n\n" + "\n".join(lines)
 

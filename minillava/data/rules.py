@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from minillava.toyworld import CATEGORIES, NUMBER_WORDS, SHAPE_CORNERS, SHAPES, Scene
 # The caption helpers, so rule-written text and captions phrase things alike.
-from minillava.toyworld import _a, _cap, _join, _phrase, _where
+from minillava.toyworld import article, _cap, _join, _phrase, _where
 
 FORMAT_PROMPT = "Answer the question using a single word or phrase."
 # Shapes the toy world never draws: asking about them teaches confident absence.
@@ -114,11 +114,11 @@ def _presence(v: _View, rng: random.Random) -> list[QA]:
                         "Does the image contain {a} {n}?", "Is there {a} {n} anywhere in the picture?"))
         if k == 1:
             where = _where(next(o for o in v.objects if o.name == name))
-            a = rng.choice((f"Yes, there is {_a(name)} {name} {where}.", f"Yes, there is one {name} in the image.",
-                            f"Yes, I can see {_a(name)} {name} {where}."))
+            a = rng.choice((f"Yes, there is {article(name)} {name} {where}.", f"Yes, there is one {name} in the image.",
+                            f"Yes, I can see {article(name)} {name} {where}."))
         else:
             a = f"Yes, {_there(k, name).lower()} in the image."
-        qas.append(QA(q.format(a=_a(name), n=name), a, "yes"))
+        qas.append(QA(q.format(a=article(name), n=name), a, "yes"))
     return qas
 
 
@@ -135,8 +135,8 @@ def _absence(v: _View, rng: random.Random) -> list[QA]:
         q = rng.choice(("Is there {a} {n} in the image?", "Can you see {a} {n}?", "Is there {a} {n}?",
                         "Does the picture show {a} {n}?"))
         a = rng.choice((f"No, there is no {name} in the image.", f"No, there is no {name}.",
-                        f"No, the image does not contain {_a(name)} {name}."))
-        qas.append(QA(q.format(a=_a(name), n=name), a, "no"))
+                        f"No, the image does not contain {article(name)} {name}."))
+        qas.append(QA(q.format(a=article(name), n=name), a, "no"))
     shape = rng.choice([s for s in SHAPES if s not in v.shapes] or [rng.choice(UNSEEN_SHAPES)])
     qas.append(QA(f"Are there any {_plural(shape)}?", f"No, there are no {_plural(shape)} in the image.", "no"))
     return qas
@@ -193,7 +193,7 @@ def _shapes(v: _View, rng: random.Random) -> list[QA]:
         if k == 1:
             o = next(o for o in v.objects if o.color == colour)
             q = rng.choice((f"What shape is the {colour} object?", f"Which shape is {colour}?"))
-            qas.append(QA(q, f"The {colour} object is {_a(o.shape)} {o.shape}.", o.shape))
+            qas.append(QA(q, f"The {colour} object is {article(o.shape)} {o.shape}.", o.shape))
     return qas
 
 
@@ -413,12 +413,12 @@ def _knowledge_pairs(rng: random.Random) -> list[tuple[str, str]]:
     c1, c2 = rng.sample(sorted(pair), 2)
     x, y = rng.randint(0, 12), rng.randint(0, 12)
     return [
-        (f"How many corners does {_a(shape)} {shape} have?",
-         f"{_cap(_a(shape))} {shape} has {_number(k)} corner{'s' * (k != 1)}."),
+        (f"How many corners does {article(shape)} {shape} have?",
+         f"{_cap(article(shape))} {shape} has {_number(k)} corner{'s' * (k != 1)}."),
         (f"What colour do you get when you mix {c1} and {c2} paint?",
          f"Mixing {c1} and {c2} paint gives {PAINT_MIXES[pair]}."),
         ("Which shape can roll like a wheel?", "A circle can roll, because it has no corners."),
-        (f"What is {_a(shape)} {shape}?", f"{_cap(_a(shape))} {shape} is {SHAPE_DEFINITIONS[shape]}."),
+        (f"What is {article(shape)} {shape}?", f"{_cap(article(shape))} {shape} is {SHAPE_DEFINITIONS[shape]}."),
         (f"What is {x} plus {y}?", f"{x} plus {y} is {x + y}."),
         ("What are the three primary paint colours?", "The primary paint colours are red, yellow and blue."),
         ("What is the opposite of left?", "The opposite of left is right."),
