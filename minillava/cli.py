@@ -4,6 +4,8 @@
                        printing every tensor's shape along the way (seconds, offline)
     minillava data     generate instruction data with a teacher (rules or an OpenAI-compatible
                        model); serve the rule teacher as a local OpenAI-compatible endpoint
+    minillava eval     evaluate an assistant (a fake or a checkpoint) on held-out toy scenes:
+                       VQA, POPE, multiple choice, CHAIR, LLaVA-Bench; table, JSON and chart
 """
 
 import argparse
@@ -11,6 +13,7 @@ import argparse
 import torch
 
 from minillava.data.commands import add_parser as add_data_parser
+from minillava.eval.suite import add_parser as add_eval_parser
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--projector", default="mlp2x_gelu", help="linear, mlp2x_gelu, ...")
     p.set_defaults(func=demo)
     add_data_parser(sub)   # minillava data generate | serve
+    add_eval_parser(sub)   # minillava eval
     args = parser.parse_args(argv)
     args.func(args)
 

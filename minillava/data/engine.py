@@ -211,7 +211,7 @@ def _uncached(requests: list[Request], cache: Cache) -> list[Request]:
     return list({r.key: r for r in requests if r.key not in cache}.values())
 
 
-def _run_sync(coroutine):
+def run_sync(coroutine):
     """asyncio.run, also inside a running event loop (Jupyter), by using a helper thread."""
     try:
         asyncio.get_running_loop()
@@ -262,7 +262,7 @@ def run(requests: list[Request], teacher=None, cache: Cache | None = None, *, co
     report = Report(teacher.model, requests=len(requests), cache_repaired=cache.repaired)
     todo = _uncached(requests, cache)
     report.cache_hits = sum(r.key in cache for r in requests)
-    _run_sync(_fetch(todo, teacher, cache, concurrency, report, progress))
+    run_sync(_fetch(todo, teacher, cache, concurrency, report, progress))
     traces = [process(r, cache.get(r.key)["text"]) for r in requests if r.key in cache]
     for trace in traces:
         report.add(trace)

@@ -15,6 +15,10 @@ through and tests stay deterministic. ``stats`` counts every request and every f
     with TeacherServer(faults=Faults(rate_limit=0.2)) as server:
         teacher = OpenAITeacher(server.model, base_url=server.url)
 
+Judge mode: a request carrying the LLaVA-Bench judge's system message is answered by
+``judge`` (default ``minillava.eval.judges.RuleJudge``: two scores read off the scene in
+the prompt), so an LLM judge client can be tested offline, faults and all.
+
 It binds to 127.0.0.1 only, uses the standard library only, and never logs requests
 (their headers carry the API key).
 """
@@ -29,6 +33,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from minillava.data.teachers import RuleTeacher, estimate_tokens, is_json_mode, messages_tokens
+from minillava.eval.judge import SYSTEM_PROMPT as JUDGE_SYSTEM_PROMPT
+from minillava.eval.judges import RuleJudge
 
 # A reply cut off mid-way: no question has an answer, it is not JSON, not a description.
 MALFORMED_TEXT = "Question:\nWhat colour is the"
@@ -107,10 +113,11 @@ class TeacherServer(ThreadingHTTPServer):
     request_queue_size = 128   # listen backlog: at 5 (the default) bursts of new connections get dropped
     model = RuleTeacher.model
 
-    def __init__(self, port: int = 0, faults: Faults | None = None):
+    def __init__(self, port: int = 0, faults: Faults | None = None, judge: RuleJudge | None = None):
         super().__init__(("127.0.0.1", port), _Handler)
         self.faults = faults or Faults()
         self.teacher = RuleTeacher()
+        self.judge = judge or RuleJudge()   # anything with reply(messages) -> text
         self.stats = Counter()
         self._lock = threading.Lock()
         self._attempts = Counter()   # per prompt: attempts seen, faults given
@@ -156,7 +163,7 @@ class TeacherServer(ThreadingHTTPServer):
             text = MALFORMED_TEXT
         else:
             try:
-                text = self.teacher.answer(messages, is_json_mode(body))
+                text = self._reply(messages, body)
             except ValueError as err:
                 with self._lock:
                     self.stats["rejected"] += 1
@@ -171,6 +178,12 @@ class TeacherServer(ThreadingHTTPServer):
                          "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": prompt + completion}})
+
+    def _reply(self, messages: list, body: dict) -> str:
+        """The judge's reply to a judge prompt, the teacher's to anything else (ValueError: neither)."""
+        if messages and messages[0].get("content") == JUDGE_SYSTEM_PROMPT:
+            return self.judge.reply(messages)
+        return self.teacher.answer(messages, is_json_mode(body))
 
     def start(self) -> "TeacherServer":
         """Serve in a background thread; returns self."""
