@@ -8,9 +8,9 @@ devices, float digits) is masked by the regexes in tests/nbval_sanitize.cfg.
   nbval keys a stream output by its name ("stdout"/"stderr") and skips every key listed
   in its notebook collector's ``skip_compare`` tuple, so adding "stderr" there drops
   stderr from both the stored and the fresh outputs. A cell still fails if it raises.
-- Tests and notebook kernels import ``minillava`` from this checkout, installed or not:
-  nbval starts kernels with this process's environment, so the checkout goes first on
-  their PYTHONPATH as well as on ``sys.path`` here.
+- Tests and notebook kernels import ``minillava`` from this checkout, installed or not,
+  and run torch on one thread (see tools/run_notebook.py, prepare_kernel_environment):
+  nbval starts kernels with this process's environment.
 
 It lives at the repository root so that pytest loads it for every path below, including a
 learner's ``pytest --nbval exercises/03_architecture.ipynb``.
@@ -24,9 +24,9 @@ from nbval.plugin import IPyNbFile
 # Tests import this checkout's minillava, and the course tools, which are scripts in tools/.
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-from run_notebook import put_checkout_on_pythonpath  # noqa: E402
+from run_notebook import prepare_kernel_environment  # noqa: E402
 
-put_checkout_on_pythonpath()
+prepare_kernel_environment()  # also one torch thread here: set before any test imports torch
 
 
 def pytest_collection_modifyitems(items):

@@ -74,7 +74,10 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--gen-repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: stable on a busy 2-core machine, see tools/run_notebook.py)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     hf, ours = build()
     n_img = (64 // 8) ** 2

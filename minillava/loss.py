@@ -30,9 +30,10 @@ def lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
             f"logits (B, L, V) = {tuple(logits.shape)} and labels (B, L) = {tuple(labels.shape)} "
             "disagree; pass the spliced labels returned by the model, not the text labels"
         )
-    # Shift: the prediction at position t is scored against the label at t + 1.
-    targets = labels[:, 1:].reshape(-1)
-    scores = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    # Shift: the prediction at position t is scored against the label at t + 1. Shifting the
+    # (small) labels left, with -100 for the last position, avoids copying the (large) logits.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
+    scores = logits.reshape(-1, logits.shape[-1]).float()
     loss_sum = F.cross_entropy(scores, targets, ignore_index=IGNORE_INDEX, reduction="sum")
     return loss_sum, int((targets != IGNORE_INDEX).sum())
 
