@@ -125,6 +125,66 @@ def parse_one_line_answers(raw):  # keeps only the first line of each text
     return turns[:-1] if turns and turns[-1]["from"] == "human" else turns
 
 
+# ---------------------------------------------------------------- select best resolution (chapter 5)
+def _best_resolution(sizes_as_wh=False, whole_pixels=True, on_tie="least waste"):
+    def select_best_resolution(image_size, pinpoints):
+        height, width = image_size
+        if sizes_as_wh:  # PIL's (width, height) order read as (height, width)
+            width, height = image_size
+        best, best_key = None, None
+        for canvas_h, canvas_w in pinpoints:
+            scale = min(canvas_w / width, canvas_h / height)
+            if whole_pixels:
+                effective = min(int(width * scale) * int(height * scale), width * height)
+            else:  # a fraction of a pixel row counts as more resolution
+                effective = min(width * scale * height * scale, width * height)
+            key = {"least waste": (effective, -(canvas_h * canvas_w - effective)),
+                   "largest canvas": (effective, canvas_h * canvas_w),
+                   "first listed": (effective,)}[on_tie]
+            if best_key is None or key > best_key:
+                best, best_key = (canvas_h, canvas_w), key
+        return best
+    return select_best_resolution
+
+
+# ---------------------------------------------------------------- unpad (chapter 5)
+def _unpad(where="centre", sizes_as_wh=False, rounding=True, keep_odd_row=True):
+    def unpad(features, original_size):
+        _, h, w = features.shape
+        orig_h, orig_w = original_size[::-1] if sizes_as_wh else original_size
+        fix = (lambda x: int(round(x, 7))) if rounding else int  # int alone: the original LLaVA's truncation
+        new_h, new_w = h, w
+        if orig_w / orig_h > w / h:
+            fitted = fix(orig_h * (w / orig_w))
+            new_h = h - 2 * ((h - fitted) // 2) if keep_odd_row else fitted
+        else:
+            fitted = fix(orig_w * (h / orig_h))
+            new_w = w - 2 * ((w - fitted) // 2) if keep_odd_row else fitted
+        top, left = ((h - new_h) // 2, (w - new_w) // 2) if where == "centre" else (0, 0)
+        return features[:, top:top + new_h, left:left + new_w]
+    return unpad
+
+
+# ---------------------------------------------------------------- pack rows with a newline (chapter 5)
+def pack_newline_first(features, newline):  # the newline starts every row instead of ending it
+    c, h, _ = features.shape
+    return torch.cat([newline[:, None, None].expand(c, h, 1), features], dim=2).flatten(1).T
+
+
+def pack_column_major(features, newline):  # reads the map column by column
+    c, _, w = features.shape
+    return torch.cat([features.transpose(1, 2), newline[:, None, None].expand(c, w, 1)], dim=2).flatten(1).T
+
+
+def pack_one_newline_at_the_end(features, newline):  # the right length only when H == 1
+    return torch.cat([features.flatten(1).T, newline[None]])
+
+
+def pack_without_transpose(features, newline):  # (C, H * (W + 1)): channels first
+    c, h, _ = features.shape
+    return torch.cat([features, newline[:, None, None].expand(c, h, 1)], dim=2).flatten(1)
+
+
 WRONG = {
     "projector": [_mlp(nn.ReLU()), _mlp(nn.GELU(approximate="tanh")), SingleLinear, GeluAtTheEnd],
     "splice": [_splice("copy"), _splice(-100, keep_placeholder=True), _splice(-100, reverse=True)],
@@ -133,4 +193,9 @@ WRONG = {
                          _context(with_size=False), context_unformatted_floats],
     "parse_conversation": [_parse(roles=("gpt", "human")), _parse(strip=False), _parse(keep_label=True),
                            _parse(keep_unanswered=True), parse_keeping_separators, parse_one_line_answers],
+    "select_best_resolution": [_best_resolution(sizes_as_wh=True), _best_resolution(on_tie="largest canvas"),
+                               _best_resolution(on_tie="first listed"), _best_resolution(whole_pixels=False)],
+    "unpad": [_unpad(where="top left"), _unpad(sizes_as_wh=True), _unpad(rounding=False),
+              _unpad(keep_odd_row=False)],
+    "pack_rows": [pack_newline_first, pack_column_major, pack_one_newline_at_the_end, pack_without_transpose],
 }
