@@ -6,41 +6,23 @@ import random
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from minillava.conversation import (
     IGNORE_INDEX, IMAGE_MARKER, TEMPLATES, TokenizationMismatchError, get_template, to_messages)
 
+from tiny_tokenizer import train_tokenizer, well_behaved
+
 SETTINGS = settings(max_examples=25, deadline=None)
 WORDS = ["the", "cat", "dog", "sits", "on", "a", "red", "mat", "What", "color", "is", "it", "?",
          "yes", "no", ",", ".", "42", "3.5", "it's", "USER", "ASSISTANT", "user", "image", "{x}"]
-EXTRA_SPECIALS = [IMAGE_MARKER, "<|im_start|>", "<|im_end|>", "[INST]", "[/INST]", "<<SYS>>",
-                  "<</SYS>>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-# Llama-3's pre-tokenizer regex: a leading space or punctuation sticks to the next word,
-# runs of newlines are words of their own.
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-
 # What each template supervises around one answer, written out from LLaVA's code, and
 # whether the sample starts with BOS.
 ANSWER_WRAP = {"plain": ("", "\n"), "vicuna_v1": (" ", "</s>"), "llava_v1": (" ", "</s>"),
                "llama_2": (" ", " </s>"), "chatml": ("", "<|im_end|>"), "llama_3": ("", "<|eot_id|>")}
 HAS_BOS = {"plain": True, "vicuna_v1": True, "llava_v1": True, "llama_2": True, "chatml": False,
            "llama_3": True}
-
-
-def train_tokenizer(pre_tokenizer, corpus, byte_level=True):
-    tok = Tokenizer(models.BPE(unk_token=None if byte_level else "<unk>"))
-    tok.pre_tokenizer = pre_tokenizer
-    tok.decoder = decoders.ByteLevel() if byte_level else decoders.Metaspace()
-    alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else []
-    trainer = trainers.BpeTrainer(vocab_size=500, initial_alphabet=alphabet, show_progress=False,
-                                  special_tokens=["<s>", "</s>", "<pad>", "<unk>"] + EXTRA_SPECIALS)
-    tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>",
-                                   additional_special_tokens=EXTRA_SPECIALS)
 
 
 def sample_corpus(seed=0):
@@ -53,9 +35,7 @@ def sample_corpus(seed=0):
 @pytest.fixture(scope="session")
 def tok():
     """A well-behaved byte-level BPE (Llama-3/Qwen layout) with the template words merged."""
-    pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
-                                   pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    return train_tokenizer(pre, sample_corpus())
+    return well_behaved(sample_corpus())
 
 
 def decode(tokenizer, ids):

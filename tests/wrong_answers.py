@@ -185,6 +185,76 @@ def pack_without_transpose(features, newline):  # (C, H * (W + 1)): channels fir
     return torch.cat([features, newline[:, None, None].expand(c, h, 1)], dim=2).flatten(1)
 
 
+# ---------------------------------------------------------------- POPE metrics (chapter 8)
+def _pope_metrics(positive="yes", yes_ratio_of="predictions", guard=True, f1="harmonic"):
+    def pope_metrics(predictions, labels):
+        pairs = list(zip(predictions, labels))
+        tp = sum(p == positive and l == positive for p, l in pairs)
+        fp = sum(p == positive and l != positive for p, l in pairs)
+        fn = sum(p != positive and l == positive for p, l in pairs)
+        if guard:
+            precision = tp / (tp + fp) if tp + fp else 0.0
+        else:  # crashes on a model that never says yes
+            precision = tp / (tp + fp)
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        if f1 == "harmonic":
+            f1_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        else:  # the arithmetic mean: 0.75 for an always-yes model instead of 0.667
+            f1_score = (precision + recall) / 2
+        answers = predictions if yes_ratio_of == "predictions" else labels
+        return {"accuracy": sum(p == l for p, l in pairs) / len(pairs), "precision": precision, "recall": recall,
+                "f1": f1_score, "yes_ratio": answers.count("yes") / len(answers)}
+    return pope_metrics
+
+
+# ---------------------------------------------------------------- CHAIR (chapter 8)
+def _chair_scores(once=True, synonyms=True, swap=False, pooled=True):
+    def chair_scores(descriptions, present_objects, vocab):
+        import re
+        forms = {}
+        for obj, names in vocab.items():
+            for name in (names if synonyms else [obj, obj + "s"]):  # without synonyms: the name and "+s"
+                forms[name] = obj
+        mentions = hallucinated = hallucinating = 0
+        rates = []
+        for text, present in zip(descriptions, present_objects):
+            found = [forms[w] for w in re.findall(r"\w+", text.lower()) if w in forms]
+            if once:
+                found = list(dict.fromkeys(found))
+            wrong = [obj for obj in found if obj not in present]
+            mentions += len(found)
+            hallucinated += len(wrong)
+            hallucinating += bool(wrong)
+            rates.append(len(wrong) / len(found) if found else 0.0)
+        chair_i = (hallucinated / mentions if mentions else 0.0) if pooled else sum(rates) / len(rates)
+        chair_s = hallucinating / len(descriptions)
+        return (chair_s, chair_i) if swap else (chair_i, chair_s)
+    return chair_scores
+
+
+# ---------------------------------------------------------------- judge scores (chapter 8)
+def _parse_judgement(on_failure=None, check_range=True, commas=True):
+    def parse_judgement(text):
+        lines = text.strip().splitlines()
+        fields = (lines[0].replace(",", " ") if commas else lines[0]).split() if lines else []
+        try:
+            scores = tuple(float(f) for f in fields)
+        except ValueError:
+            return on_failure
+        if len(scores) != 2 or (check_range and not all(1 <= s <= 10 for s in scores)):
+            return on_failure
+        return scores
+    return parse_judgement
+
+
+def parse_judgement_anywhere(text):  # the first two numbers anywhere in the reply
+    import re
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
+    if len(numbers) < 2 or not all(1 <= n <= 10 for n in numbers[:2]):
+        return None
+    return tuple(numbers[:2])
+
+
 WRONG = {
     "projector": [_mlp(nn.ReLU()), _mlp(nn.GELU(approximate="tanh")), SingleLinear, GeluAtTheEnd],
     "splice": [_splice("copy"), _splice(-100, keep_placeholder=True), _splice(-100, reverse=True)],
@@ -198,4 +268,10 @@ WRONG = {
     "unpad": [_unpad(where="top left"), _unpad(sizes_as_wh=True), _unpad(rounding=False),
               _unpad(keep_odd_row=False)],
     "pack_rows": [pack_newline_first, pack_column_major, pack_one_newline_at_the_end, pack_without_transpose],
+    "pope_metrics": [_pope_metrics(positive="no"), _pope_metrics(yes_ratio_of="labels"), _pope_metrics(guard=False),
+                     _pope_metrics(f1="mean")],
+    "chair_scores": [_chair_scores(swap=True), _chair_scores(once=False), _chair_scores(synonyms=False),
+                     _chair_scores(pooled=False)],
+    "parse_judgement": [_parse_judgement(on_failure=(-1.0, -1.0)), _parse_judgement(check_range=False),
+                        _parse_judgement(commas=False), parse_judgement_anywhere],
 }

@@ -1,0 +1,115 @@
+"""The data path (LLaVA records -> samples, bad ones skipped out loud) and the chat helper."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from minillava.chat import Assistant, load_assistant, save_assistant
+from minillava.data.batching import collate
+from minillava.data.dataset import InstructionDataset, load_llava_json
+from minillava.image import ImageProcessor
+from minillava.model import MiniLlava, MiniLlavaConfig
+from minillava.toyworld import make_scene, render
+from minillava.train import STAGE1, train
+from minillava.zoo import tiny_backbones
+from tiny_tokenizer import well_behaved
+
+CORPUS = [c for seed in range(30) for c in make_scene(seed).captions()] + \
+         ["USER: ASSISTANT: What is in the image? Describe the image. </s>"] * 5
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return well_behaved(CORPUS)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    tower, lm = tiny_backbones(vocab_size=len(tok))
+    config = MiniLlavaConfig(image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id)
+    return MiniLlava(config, tower, lm).eval()
+
+
+PROCESSOR = ImageProcessor(mode="pad", size=32)
+
+
+def one_image(image):
+    return PROCESSOR([image])["pixel_values"][0]
+
+
+def turns(question, answer):
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+@pytest.fixture
+def records(tmp_path):
+    for seed in (1, 2):
+        render(make_scene(seed)).save(tmp_path / f"{seed}.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    return [
+        {"id": "ok", "image": "1.png", "conversations": turns("<image>\nDescribe the image.", "A red circle.")},
+        {"id": "text", "conversations": turns("What is in the image?", "A shape.")},
+        {"id": "missing", "image": "nope.png", "conversations": turns("<image>\nDescribe.", "x")},
+        {"id": "corrupt", "image": "broken.png", "conversations": turns("<image>\nDescribe.", "x")},
+        {"id": "roles", "image": "2.png", "conversations": [{"from": "gpt", "value": "hi"}]},
+        {"id": "nolist"},
+        {"id": "markers", "image": "2.png", "conversations": turns("Describe the image.", "A circle.")},
+    ]
+
+
+def test_bad_records_are_skipped_with_a_reason_and_counted(tmp_path, records, tok):
+    ds = InstructionDataset(records, tok, "vicuna_v1", one_image, image_folder=tmp_path,
+                            tokens_per_image=16, max_length=256)
+    assert [s["input_ids"] != [] for s in ds.samples] == [True, True] and len(ds) == 2
+    report = ds.report
+    assert report.kept + report.skipped == len(records)
+    assert report.reasons == {
+        "missing image file": 1, "corrupt image file": 1, "malformed record: no 'conversations' list": 1,
+        "image count differs from <image> markers": 1,
+        **{r: 1 for r in report.reasons if r.startswith("malformed conversation")},
+    }
+    assert "| skipped: corrupt image file | 1 | corrupt |" in report.summary()
+    assert ds.lengths[0] == len(ds.samples[0]["input_ids"]) + 15 and ds.has_image == [True, False]
+
+
+def test_samples_batch_and_train(tmp_path, records, tok, model):
+    ds = InstructionDataset(records[:2], tok, "plain", one_image, image_folder=tmp_path, tokens_per_image=16)
+    sample = ds[0]
+    assert sample["pixel_values"].shape == (1, 3, 32, 32)
+    assert sample["input_ids"].count(model.config.image_token_id) == 1
+    batch = collate([ds[0], ds[1]], tok.pad_token_id)
+    assert batch["pixel_values"].shape[0] == 1
+    result = train(model, dataclasses.replace(STAGE1, batch_size=2, max_steps=2), ds, tmp_path / "run",
+                   lengths=ds.lengths, has_image=ds.has_image, pad_token_id=tok.pad_token_id, progress=False)
+    assert result.steps == 2 and (tmp_path / "run" / "mm_projector.safetensors").exists()
+
+
+def test_json_and_jsonl_files_load_alike(tmp_path, records):
+    (tmp_path / "a.json").write_text(json.dumps(records))
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    assert load_llava_json(tmp_path / "a.json") == load_llava_json(tmp_path / "a.jsonl") == records
+
+
+def test_max_length_cuts_text_never_an_image_and_drops_samples_left_without_answer(tmp_path, records, tok):
+    text = {"id": "t", "conversations": turns("Describe the image. " * 10, "A red circle.")}
+    kept = InstructionDataset([text], tok, "vicuna_v1", one_image, tokens_per_image=16, max_length=400)
+    cut = InstructionDataset([text], tok, "vicuna_v1", one_image, tokens_per_image=16, max_length=20)
+    assert len(kept) == 1 and cut.report.reasons == {"no supervised tokens left": 1}
+    huge_image = InstructionDataset(records[:1], tok, "vicuna_v1", one_image, image_folder=tmp_path,
+                                    tokens_per_image=500, max_length=256)
+    assert huge_image.report.reasons == {"an image would be truncated by max_length": 1}
+
+
+def test_batched_chat_equals_one_by_one_and_survives_save_load(tmp_path, tok, model):
+    assistant = Assistant(model, tok, PROCESSOR, max_new_tokens=6)
+    images = [render(make_scene(s)) for s in (1, 2)]
+    questions = ["What is in the image?", "Describe the image."]
+    alone = [assistant.ask(im, q) for im, q in zip(images, questions)]
+    together = assistant.chat([[{"role": "user", "content": f"<image>\n{q}"}] for q in questions], images)
+    assert together == alone and all(isinstance(a, str) for a in alone)
+    reloaded = load_assistant(save_assistant(assistant, tmp_path / "assistant"))
+    assert [reloaded.ask(im, q) for im, q in zip(images, questions)] == alone
+    with pytest.raises(FileNotFoundError, match="save_assistant"):
+        load_assistant(tmp_path)
