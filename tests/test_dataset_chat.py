@@ -113,3 +113,17 @@ def test_batched_chat_equals_one_by_one_and_survives_save_load(tmp_path, tok, mo
     assert [reloaded.ask(im, q) for im, q in zip(images, questions)] == alone
     with pytest.raises(FileNotFoundError, match="save_assistant"):
         load_assistant(tmp_path)
+
+
+def test_minillava_eval_runs_a_saved_assistant(tmp_path, tok, model, capsys):
+    """The CLI loads the folder and answers every task's questions in batches."""
+    from minillava.cli import main
+
+    save_assistant(Assistant(model, tok, PROCESSOR, max_new_tokens=4), tmp_path / "assistant")
+    main(["eval", "--assistant", str(tmp_path / "assistant"), "--tasks", "toy_vqa,pope_random", "--n", "2",
+          "--out", str(tmp_path / "eval")])
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+    assert set(results) == {"toy_vqa", "pope_random"}
+    samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(isinstance(s["prediction"], str) for s in samples)  # random weights: any answer
+    assert {s["task"] for s in samples} == {"toy_vqa", "pope_random"}

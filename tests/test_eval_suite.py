@@ -264,11 +264,6 @@ def test_cli_eval_writes_json_markdown_samples_and_a_chart(tmp_path, capsys):
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_eval_explains_a_missing_chat_helper(tmp_path, monkeypatch):
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "minillava.chat" else real_find_spec(name, *a))
-    with pytest.raises(SystemExit, match="needs minillava.chat"):
+def test_cli_eval_explains_a_folder_that_is_not_a_saved_assistant(tmp_path):
+    with pytest.raises(SystemExit, match="not written by save_assistant"):
         main(["eval", "--assistant", str(tmp_path), "--n", "2"])

@@ -56,6 +56,20 @@ class FunctionAssistant(Assistant):
         return self.fn(image, question)
 
 
+class ChatAssistant(Assistant):
+    """A trained model behind ``minillava.chat.Assistant``, answering a batch in one generation."""
+
+    def __init__(self, chat, name: str = "assistant"):
+        self.chat, self.name = chat, name
+
+    def answer(self, image, question: str) -> str:
+        return self.chat.ask(image, question)
+
+    def answer_batch(self, images: list, questions: list[str]) -> list[str]:
+        conversations = [[{"role": "user", "content": f"<image>\n{q}"}] for q in questions]
+        return self.chat.chat(conversations, images)
+
+
 def as_assistant(obj) -> Assistant:
     """``obj`` itself if it is an Assistant, a FunctionAssistant if it is a function."""
     if isinstance(obj, Assistant):

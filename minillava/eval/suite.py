@@ -16,14 +16,13 @@ and seed always evaluate the same images, whatever the assistant.
 """
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minillava.eval.assistants import (FunctionAssistant, HallucinatingDescriber, OracleAssistant, YesAssistant,
+from minillava.eval.assistants import (ChatAssistant, HallucinatingDescriber, OracleAssistant, YesAssistant,
                                        as_assistant)
 from minillava.eval.judges import OpenAIJudge
 from minillava.eval.scenes import eval_seeds
@@ -198,22 +197,19 @@ FAKE_ASSISTANTS = {"oracle": OracleAssistant.for_seeds, "hallucinating": Halluci
 
 
 def _assistant(value: str, seeds: list[int]):
-    """A fake by name, or the chat assistant saved in a folder (needs minillava.chat)."""
+    """A fake by name, or the chat assistant saved in a folder by minillava.chat.save_assistant."""
     if value in FAKE_ASSISTANTS:
         return FAKE_ASSISTANTS[value](seeds)
     folder = Path(value)
     if not folder.is_dir():
         sys.exit(f"--assistant {value!r} is neither one of {', '.join(FAKE_ASSISTANTS)} nor a folder")
-    if importlib.util.find_spec("minillava.chat") is None:
-        sys.exit("evaluating a checkpoint needs minillava.chat (the training pipeline's chat helper), "
-                 "which this installation lacks; use --assistant oracle, hallucinating or yes meanwhile")
     from minillava.chat import load_assistant
 
     try:
         loaded = load_assistant(folder)
     except FileNotFoundError as err:   # a folder, but not a saved assistant
         sys.exit(str(err))
-    return FunctionAssistant(loaded.ask, name=folder.name)
+    return ChatAssistant(loaded, name=folder.name)
 
 
 def eval_command(args: argparse.Namespace) -> None:
