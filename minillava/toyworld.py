@@ -232,29 +232,29 @@ class Scene:
         """Five true captions in five templates: objects, sizes, shape counts, a relation, positions."""
         objs, n = self.objects, len(self.objects)
         rng = random.Random(f"captions-{self.seed}")  # own stream: captions never shift the scene
-        by_name = _join([_phrase(k, shape, color) for (color, shape), k in
+        by_name = join_words([noun_phrase(k, shape, color) for (color, shape), k in
                          Counter((o.color, o.shape) for o in objs).items()])
-        by_size = _join([_phrase(k, shape, f"{size} {color}", mark) for (size, color, shape, mark), k in
+        by_size = join_words([noun_phrase(k, shape, f"{size} {color}", mark) for (size, color, shape, mark), k in
                          Counter((o.size, o.color, o.shape, o.mark) for o in objs).items()])
-        by_shape = _join([_phrase(k, shape) for shape, k in Counter(o.shape for o in objs).items()])
+        by_shape = join_words([noun_phrase(k, shape) for shape, k in Counter(o.shape for o in objs).items()])
         if n == 1:
             relation = f"A lone {objs[0].name} sits on a {self.background} background."
         else:
             i, rel, j = rng.choice(self.relations())
             words, inverse = RELATION_WORDS[rel]
             a, words, b = rng.choice(((objs[i], words, objs[j]), (objs[j], inverse, objs[i])))
-            relation = _cap(f"{article(a.name)} {a.name} is {words} {article(b.name)} {b.name}.")
+            relation = capitalize(f"{article(a.name)} {a.name} is {words} {article(b.name)} {b.name}.")
         return [
-            _cap(f"{by_name} on a {self.background} background."),
-            _cap(f"{NUMBER_WORDS[n]} shape{'s' if n > 1 else ''}: {by_size}."),
+            capitalize(f"{by_name} on a {self.background} background."),
+            capitalize(f"{NUMBER_WORDS[n]} shape{'s' if n > 1 else ''}: {by_size}."),
             f"The image contains {by_shape}.",
             relation,
-            _cap(_join([f"{article(o.name)} {o.name} {_where(o)}" for o in objs]) + "."),
+            capitalize(join_words([f"{article(o.name)} {o.name} {position_words(o)}" for o in objs]) + "."),
         ]
 
 
 # ----------------------------------------------------------------------------
-# Caption helpers
+# Caption helpers (the rule teacher in data/rules.py writes with them too)
 
 
 def article(word: str) -> str:
@@ -262,15 +262,17 @@ def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _cap(text: str) -> str:
+def capitalize(text: str) -> str:
+    """The text with its first letter upper-cased (the rest untouched, unlike str.capitalize)."""
     return text[0].upper() + text[1:]
 
 
-def _join(parts: list[str]) -> str:
+def join_words(parts: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _phrase(count: int, shape: str, adjectives: str = "", mark: str | None = None) -> str:
+def noun_phrase(count: int, shape: str, adjectives: str = "", mark: str | None = None) -> str:
     """'a red circle', 'two small blue squares with green dots'."""
     noun = shape if count == 1 else shape + ("es" if shape.endswith("s") else "s")
     head = f"{adjectives} {noun}".strip()
@@ -279,7 +281,7 @@ def _phrase(count: int, shape: str, adjectives: str = "", mark: str | None = Non
     return f"{article(head)} {head}" if count == 1 else f"{NUMBER_WORDS[count]} {head}"
 
 
-def _where(o: Obj) -> str:
+def position_words(o: Obj) -> str:
     """Coarse position of the box centre on a 3x3 grid: 'in the top left', 'on the right'..."""
     cx, cy = (o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2
     row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else ""

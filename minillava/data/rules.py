@@ -31,9 +31,9 @@ import random
 from collections import Counter
 from typing import NamedTuple
 
-from minillava.toyworld import CATEGORIES, NUMBER_WORDS, SHAPE_CORNERS, SHAPES, Scene
+from minillava.toyworld import (CATEGORIES, NUMBER_WORDS, SHAPE_CORNERS, SHAPES, Scene, article, capitalize,
+                                join_words, noun_phrase, position_words)
 # The caption helpers, so rule-written text and captions phrase things alike.
-from minillava.toyworld import article, _cap, _join, _phrase, _where
 
 FORMAT_PROMPT = "Answer the question using a single word or phrase."
 # Shapes the toy world never draws: asking about them teaches confident absence.
@@ -113,7 +113,7 @@ def _presence(v: _View, rng: random.Random) -> list[QA]:
         q = rng.choice(("Is there {a} {n} in the image?", "Can you see {a} {n}?",
                         "Does the image contain {a} {n}?", "Is there {a} {n} anywhere in the picture?"))
         if k == 1:
-            where = _where(next(o for o in v.objects if o.name == name))
+            where = position_words(next(o for o in v.objects if o.name == name))
             a = rng.choice((f"Yes, there is {article(name)} {name} {where}.", f"Yes, there is one {name} in the image.",
                             f"Yes, I can see {article(name)} {name} {where}."))
         else:
@@ -151,7 +151,7 @@ def _counts(v: _View, rng: random.Random) -> list[QA]:
         a = f"There are no {_plural(shape)}." if k == 0 else f"{_there(k, shape)} in the image."
         qas.append(QA(q.format(s=_plural(shape)), a, str(k)))
     for colour, k in v.colours.items():
-        items = _join([_phrase(m, name.split()[1], colour) for name, m in v.names.items() if name.split()[0] == colour])
+        items = join_words([noun_phrase(m, name.split()[1], colour) for name, m in v.names.items() if name.split()[0] == colour])
         q = f"How many {colour} {rng.choice(('objects', 'shapes'))} are there?"
         a = (f"There is one {colour} object: {items}." if k == 1
              else f"There are {_number(k)} {colour} objects: {items}.")
@@ -176,8 +176,8 @@ def _colours(v: _View, rng: random.Random) -> list[QA]:
         else:
             q = f"What {_colour_word(rng)}s are the {_plural(shape)}?"
             a = (f"All {_number(len(objs))} {_plural(shape)} are {cols[0]}." if len(cols) == 1
-                 else f"The {_plural(shape)} are {_join(cols)}.")
-        qas.append(QA(q, a, _join(cols)))
+                 else f"The {_plural(shape)} are {join_words(cols)}.")
+        qas.append(QA(q, a, join_words(cols)))
     bg = v.scene.background
     qas.append(QA(f"What {_colour_word(rng)} is the background?", f"The background is {bg}.", bg))
     for o in v.unique:
@@ -209,7 +209,7 @@ def _sizes(v: _View, rng: random.Random) -> list[QA]:
 def _positions(v: _View, rng: random.Random) -> list[QA]:
     qas = []
     for o in v.unique:
-        where = _where(o)
+        where = position_words(o)
         q = rng.choice((f"Where is the {o.name}?", f"Where is the {o.name} located in the image?",
                         f"In which part of the image is the {o.name}?"))
         qas.append(QA(q, f"The {o.name} is {where}.", _place(where)))
@@ -299,7 +299,7 @@ def short_answer_qa(annotation: dict, rng: random.Random, n: int | None = None) 
 
 def _object_phrase(o) -> str:
     """'a large red circle', 'a small blue square with a green dot'."""
-    return _phrase(1, o.shape, f"{o.size} {o.color}", o.mark)
+    return noun_phrase(1, o.shape, f"{o.size} {o.color}", o.mark)
 
 
 def detailed_description(annotation: dict, rng: random.Random) -> str:
@@ -314,10 +314,10 @@ def detailed_description(annotation: dict, rng: random.Random) -> str:
     ))
     sentences = [opening]
     for i, o in enumerate(objs):
-        where = _where(o)
+        where = position_words(o)
         sentences.append(rng.choice((
-            f"{_cap(where)} there is {_object_phrase(o)}.",
-            f"{_cap(_object_phrase(o))} sits {where}.",
+            f"{capitalize(where)} there is {_object_phrase(o)}.",
+            f"{capitalize(_object_phrase(o))} sits {where}.",
             f"{'Next' if i else 'First'}, {_object_phrase(o)} can be seen {where}.",
             f"There is {'also ' if i else ''}{_object_phrase(o)} {where}.",
         )))
@@ -326,7 +326,7 @@ def detailed_description(annotation: dict, rng: random.Random) -> str:
         words = {"left of": "to the left of", "above": "above", "larger than": "larger than"}[rel]
         sentences.append(f"The {a.name} is {words} the {b.name}.")
     if n > 1:
-        shapes = _join([_phrase(k, s) for s, k in v.shapes.items()])
+        shapes = join_words([noun_phrase(k, s) for s, k in v.shapes.items()])
         sentences.append(f"Altogether the scene contains {shapes}.")
     return " ".join(sentences)
 
@@ -334,11 +334,11 @@ def detailed_description(annotation: dict, rng: random.Random) -> str:
 def _corners(v: _View, rng: random.Random) -> tuple[str, str] | None:
     q = rng.choice(("If you counted every corner of every shape in this image, how many corners would you get?",
                     "How many corners do the shapes in this image have altogether?"))
-    parts = [f"{_phrase(k, s)} with {_number(SHAPE_CORNERS[s])} corners{' each' * (k > 1)}"
+    parts = [f"{noun_phrase(k, s)} with {_number(SHAPE_CORNERS[s])} corners{' each' * (k > 1)}"
              for s, k in v.shapes.items()]
     total = sum(SHAPE_CORNERS[o.shape] for o in v.objects)
     sums = " + ".join(f"{k} x {SHAPE_CORNERS[s]}" for s, k in v.shapes.items())
-    a = (f"The image has {_join(parts)}. A circle has no corners, a triangle has three, squares and "
+    a = (f"The image has {join_words(parts)}. A circle has no corners, a triangle has three, squares and "
          f"diamonds have four, and a cross has twelve. So the total is {sums} = {total} corners.")
     return q, a
 
@@ -365,7 +365,7 @@ def _paint(v: _View, rng: random.Random) -> tuple[str, str] | None:
     def ref(c):  # "the red shape" only when there is one
         return f"{'the' if v.colours[c] == 1 else 'a'} {c} shape"
     q = f"If you mixed paint in the colour of {ref(c1)} with paint in the colour of {ref(c2)}, what colour would you get?"
-    a = (f"You would get {mix}. {_cap(c1)} and {c2} are both primary paint colours, and mixing "
+    a = (f"You would get {mix}. {capitalize(c1)} and {c2} are both primary paint colours, and mixing "
          f"{c1} with {c2} paint makes {mix}.")
     return q, a
 
@@ -376,7 +376,7 @@ def _rolling(v: _View, rng: random.Random) -> tuple[str, str]:
     def the(shape):
         return f"the {shape}" if v.shapes[shape] == 1 else f"the {_plural(shape)}"
     cornered = [s for s in v.shapes if s != "circle"]
-    others = _join([the(s) for s in cornered]) if cornered else ""
+    others = join_words([the(s) for s in cornered]) if cornered else ""
     have = "has" if sum(v.shapes[s] for s in cornered) == 1 else "have"
     if "circle" not in v.shapes:
         a = (f"None of them would roll smoothly. Only a circle has no corners, and this image has no circle: "
@@ -385,7 +385,7 @@ def _rolling(v: _View, rng: random.Random) -> tuple[str, str]:
         a = (f"Only {the('circle')} would roll smoothly, because a circle has no corners and its edge is "
              f"everywhere the same distance from its centre.")
         if cornered:
-            a += f" {_cap(others)} {have} corners, so {'it' if have == 'has' else 'they'} would tip over instead."
+            a += f" {capitalize(others)} {have} corners, so {'it' if have == 'has' else 'they'} would tip over instead."
     return q, a
 
 
@@ -414,11 +414,11 @@ def _knowledge_pairs(rng: random.Random) -> list[tuple[str, str]]:
     x, y = rng.randint(0, 12), rng.randint(0, 12)
     return [
         (f"How many corners does {article(shape)} {shape} have?",
-         f"{_cap(article(shape))} {shape} has {_number(k)} corner{'s' * (k != 1)}."),
+         f"{capitalize(article(shape))} {shape} has {_number(k)} corner{'s' * (k != 1)}."),
         (f"What colour do you get when you mix {c1} and {c2} paint?",
          f"Mixing {c1} and {c2} paint gives {PAINT_MIXES[pair]}."),
         ("Which shape can roll like a wheel?", "A circle can roll, because it has no corners."),
-        (f"What is {article(shape)} {shape}?", f"{_cap(article(shape))} {shape} is {SHAPE_DEFINITIONS[shape]}."),
+        (f"What is {article(shape)} {shape}?", f"{capitalize(article(shape))} {shape} is {SHAPE_DEFINITIONS[shape]}."),
         (f"What is {x} plus {y}?", f"{x} plus {y} is {x + y}."),
         ("What are the three primary paint colours?", "The primary paint colours are red, yellow and blue."),
         ("What is the opposite of left?", "The opposite of left is right."),
@@ -458,5 +458,5 @@ def scene_text(annotation: dict) -> str:
     """
     v = _View(annotation)
     objs = sorted(v.objects, key=lambda o: o.box[0])
-    listing = _join([f"{_object_phrase(o)} {_where(o)}" for o in objs])
+    listing = join_words([f"{_object_phrase(o)} {position_words(o)}" for o in objs])
     return f"On a {v.scene.background} background, from left to right: {listing}."
