@@ -31,9 +31,9 @@ import random
 from collections import Counter
 from typing import NamedTuple
 
+# The caption helpers too, so rule-written text and captions phrase things alike.
 from minillava.toyworld import (CATEGORIES, NUMBER_WORDS, SHAPE_CORNERS, SHAPES, Scene, article, capitalize,
                                 join_words, noun_phrase, position_words)
-# The caption helpers, so rule-written text and captions phrase things alike.
 
 FORMAT_PROMPT = "Answer the question using a single word or phrase."
 # Shapes the toy world never draws: asking about them teaches confident absence.
