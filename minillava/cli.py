@@ -2,6 +2,7 @@
 
     minillava demo     one forward pass and a short generation of a tiny MiniLlava,
                        printing every tensor's shape along the way (seconds, offline)
+    minillava zoo      list the shipped pretrained toy backbones (zoo list) or retrain them (zoo build)
     minillava data     generate instruction data with a teacher (rules or an OpenAI-compatible
                        model); serve the rule teacher as a local OpenAI-compatible endpoint
     minillava eval     evaluate an assistant (a fake or a checkpoint) on held-out toy scenes:
@@ -9,6 +10,7 @@
 """
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -40,6 +42,27 @@ def demo(args: argparse.Namespace) -> None:
     print(f"generated ids   {new.tolist()} (random weights, so random tokens)")
 
 
+def zoo_command(args: argparse.Namespace) -> None:
+    from minillava import zoo
+
+    if args.action == "list":
+        for name in zoo.available():
+            try:
+                state = f"ok ({zoo.path(name)})"
+            except (OSError, ValueError) as err:
+                state = f"NOT USABLE: {err}"
+            print(f"{name:11s} {zoo.SHIPPED[name]}\n{'':11s} {state}")
+        return
+    from minillava import pretrain
+
+    if args.quick and args.out is None:
+        raise SystemExit("--quick builds throwaway models: give --out DIR, so the shipped weights stay as they are")
+    recipe = pretrain.QUICK if args.quick else pretrain.FULL
+    report = pretrain.build(args.out or zoo.WEIGHTS_DIR, recipe, processes=args.processes, threads=args.threads)
+    print(f"clip loss {report['clip_loss'][0]:.3f} -> {report['clip_loss'][1]:.3f}, "
+          f"lm loss {report['lm_loss'][0]:.3f} -> {report['lm_loss'][1]:.3f}, {report['seconds']:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="minillava", description="Visual instruction tuning, rebuilt to be read.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +72,17 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=demo)
     add_data_parser(sub)   # minillava data generate | serve
     add_eval_parser(sub)   # minillava eval
+    p = sub.add_parser("zoo", help="the pretrained toy backbones: list them, or rebuild them")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="shipped backbones and whether their files are intact")
+    build = actions.add_parser("build", help="retrain tokenizer, toy-clip and toy-lm from fixed seeds (minutes)")
+    build.add_argument("--out", type=Path, default=None, help="output folder (default: minillava/weights/)")
+    build.add_argument("--quick", action="store_true", help="a few steps of everything (seconds); needs --out")
+    build.add_argument("--processes", type=int, default=2, help="2 (default): train the CLIP and the LM side "
+                       "by side; 1: one after the other")
+    build.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1: "
+                       "reproducible, and fastest for models this small on a shared CPU)")
+    p.set_defaults(func=zoo_command)
     args = parser.parse_args(argv)
     args.func(args)
 
