@@ -134,6 +134,27 @@ def test_clip_loss_is_low_when_pairs_match_and_hard_negatives_raise_it():
     assert with_twins.item() == pytest.approx(math.log(2) / 2, abs=0.01)
 
 
+def test_scene_labels_are_the_annotation():
+    scenes = [make_scene(s) for s in range(50)]
+    present, count = pretrain.scene_labels(scenes)
+    assert present.shape == (50, len(pretrain.CATEGORIES)) and count.shape == (50,)
+    for scene, row, n in zip(scenes, present, count):
+        names = {o.name for o in scene.objects}
+        assert {c for c, p in zip(pretrain.CATEGORIES, row) if p} == names
+        assert n + 1 == len(scene.objects) <= pretrain.MAX_OBJECTS
+
+
+def test_label_loss_rewards_the_right_labels_and_counts_each_category_fully():
+    present, count = pretrain.scene_labels([make_scene(s) for s in range(8)])
+    k = len(pretrain.CATEGORIES)
+    sure = torch.cat([(present * 2 - 1) * 20, torch.nn.functional.one_hot(count, pretrain.MAX_OBJECTS) * 20], dim=1)
+    assert pretrain.label_loss(sure, present, count) < 1e-3
+    # "absent" everywhere, the prior: every present category costs its full BCE (summed, not averaged)
+    absent = torch.cat([torch.full((8, k), -20.0), torch.zeros(8, pretrain.MAX_OBJECTS)], dim=1)
+    expected = 20 * present.sum(1).mean() + math.log(pretrain.MAX_OBJECTS)
+    assert pretrain.label_loss(absent, present, count).item() == pytest.approx(expected.item(), rel=1e-3)
+
+
 def test_altered_caption_changes_one_object():
     scene = make_scene(5)
     seen_none = False
