@@ -573,7 +573,7 @@ def probe_features(vision: nn.Module, scenes: list[Scene], layer: int = VISION_F
     return torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1)
 
 
-def linear_probe(vision: nn.Module, n_train: int = 3000, n_test: int = 1000, steps: int = 300) -> dict:
+def linear_probe(vision: nn.Module, n_train: int = 5000, n_test: int = 1000, steps: int = 1000) -> dict:
     """What a linear read-out of frozen features knows, on scenes neither it nor the tower saw.
 
     Trains one linear layer on held-out scenes to predict, per image, the presence of each

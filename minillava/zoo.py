@@ -78,7 +78,7 @@ MANIFEST = "manifest.json"
 REBUILD = "rebuild the shipped backbones with `minillava zoo build`"
 SHIPPED = {
     "toy-vision": "the vision tower of toy-clip (RegNetModel): a 64x64 image -> 16 tokens of width 64 "
-                  "at hidden_states[-2]",
+                  "at its last stage (hidden_states[-1])",
     "toy-lm": "a LlamaForCausalLM pretrained on toy text, with its tokenizer (vicuna_v1 chat template)",
     "toy-clip": "the whole toy CLIP: vision and text towers, projections, temperature (pretrain.ToyCLIP)",
 }

@@ -1,0 +1,32 @@
+"""The shipped toy backbones' quality gates, each with the time it takes.
+
+tests/test_zoo.py asserts the thresholds; this prints the measured numbers and how long
+each measurement took on this machine (one torch thread), for the README and the notes.
+
+    python benchmarks/bench_zoo.py
+"""
+
+import time
+
+import torch
+
+from minillava import pretrain, zoo
+
+
+def timed(name: str, measure) -> None:
+    start = time.perf_counter()
+    result = measure()
+    print(f"{name:22s} {result}  ({time.perf_counter() - start:.1f} s)")
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    tokenizer, lm = zoo.load_tokenizer("toy-lm"), zoo.load("toy-lm")
+    timed("linear probe", lambda: {k: round(v, 3) for k, v in pretrain.linear_probe(zoo.load("toy-vision")).items()})
+    timed("retrieval top-1 of 32", lambda: round(pretrain.retrieval_accuracy(zoo.load("toy-clip"), tokenizer), 3))
+    timed("knowledge QA", lambda: round(pretrain.knowledge_accuracy(lm, tokenizer), 3))
+    timed("written-scene QA", lambda: round(pretrain.scene_qa_accuracy(lm, tokenizer), 3))
+
+
+if __name__ == "__main__":
+    main()
