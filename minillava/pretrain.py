@@ -88,7 +88,7 @@ class Recipe:
 
 
 FULL = Recipe(clip_steps=1600, clip_batch=64, clip_captions=2, clip_lr=3e-3, clip_label_weight=1.0,
-              lm_documents=24_000, lm_steps=1000, lm_batch=32, lm_lr=3e-3)
+              lm_documents=24_000, lm_steps=2500, lm_batch=32, lm_lr=3e-3)
 QUICK = Recipe(clip_steps=12, clip_batch=16, clip_captions=2, clip_lr=3e-3, clip_label_weight=1.0,
                lm_documents=200, lm_steps=12, lm_batch=8, lm_lr=3e-3)
 
