@@ -498,3 +498,315 @@ def check_parse_judgement(parse_judgement):
             raise GradingError(f"{what}: expected a pair of scores", expected=expected, got=repr(got), hint=hint)
         for value, want, which in zip(got, expected, ("first", "second")):
             _assert_number(value, want, what=f"{what}: {which} score", hint=hint)
+
+
+# ------------------------------------------------------------------ chapter 6: chat templates
+
+
+def _first_char_difference(got: Any, expected: str, what: str, hint: str) -> None:
+    """Require two strings to be equal; otherwise show both around the first differing character."""
+    if not isinstance(got, str):
+        raise GradingError(f"{what}: expected a str", got=type(got).__name__, hint=hint)
+    if got == expected:
+        return
+    at = next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e), min(len(got), len(expected)))
+    window = slice(max(0, at - 25), at + 25)   # enough context to recognise the spot
+    raise GradingError(f"{what}: first difference at character {at} (of {len(expected)} expected)",
+                       expected=repr(expected[window]), got=repr(got[window]), hint=hint)
+
+
+# Conversations that separate right from plausibly wrong renderings: default and overridden system
+# prompts, one to three rounds, open and closed, <image> at the start, middle, end or alone, braces.
+_VICUNA_CASES = (
+    ([{"role": "user", "content": "<image>\nWhat is shown?"}], True),
+    ([{"role": "user", "content": "What is shown?"}, {"role": "assistant", "content": "A red circle."}], False),
+    ([{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What colour is it? <image>"},
+      {"role": "assistant", "content": "Red."}, {"role": "user", "content": "And its shape?"},
+      {"role": "assistant", "content": "A circle."}], False),
+    ([{"role": "user", "content": "Describe <image> briefly."}, {"role": "assistant", "content": "Two squares."},
+      {"role": "user", "content": "How many corners in all?"}], True),
+    ([{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "<image>"},
+      {"role": "assistant", "content": "circle"}], False),
+    ([{"role": "user", "content": "What is {x} plus 1?"}, {"role": "assistant", "content": "It is {x} + 1."},
+      {"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hello! How can I help?"},
+      {"role": "user", "content": "Thanks."}, {"role": "assistant", "content": "You're welcome!"}], False),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is there a cat?\n<image>"}], True),
+)
+
+
+@check("render_vicuna")
+def check_render_vicuna(render_vicuna):
+    """``render_vicuna(messages, add_generation_prompt=False) -> str`` like ``get_template("vicuna_v1").render``."""
+    import copy
+
+    from minillava.conversation import get_template
+
+    hint = ("system prompt (the system message's content if there is one, else the default), then ' '; each user "
+            "turn 'USER: ' + content + ' '; each answer 'ASSISTANT: ' + content + '</s>' (no space after </s>); "
+            "the generation prompt is 'ASSISTANT:' with no trailing space; in the first user turn, "
+            "'<image>\\n' + content.replace('<image>', '').strip() (just '<image>' if nothing is left)")
+    vicuna = get_template("vicuna_v1")
+    for messages, generation in _VICUNA_CASES:
+        expected = vicuna.render(messages, add_generation_prompt=generation)
+        got = render_vicuna(copy.deepcopy(messages), add_generation_prompt=generation)
+        roles = "/".join(m["role"] for m in messages)
+        _first_char_difference(got, expected, hint=hint, what=(
+            f"render_vicuna of a {roles} conversation (add_generation_prompt={generation}, first user turn "
+            f"{next(m['content'] for m in messages if m['role'] == 'user')!r})"))
+
+
+# (template, conversation): every template's markers, BOS or none, images, several rounds, and a
+# plain caption without an image, whose first segment is already the answer.
+_LABEL_CASES = (
+    ("vicuna_v1", [{"role": "user", "content": "<image>\nWhat is shown?"},
+                   {"role": "assistant", "content": "A red circle."}]),
+    ("vicuna_v1", [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "How many?"},
+                   {"role": "assistant", "content": "Two."}, {"role": "user", "content": "Which colour?"},
+                   {"role": "assistant", "content": "Both are blue."}]),
+    ("llama_2", [{"role": "user", "content": "What is 3 plus 4?"}, {"role": "assistant", "content": "3 plus 4 is 7."},
+                 {"role": "user", "content": "And 5 plus 5?"}, {"role": "assistant", "content": "10."}]),
+    ("chatml", [{"role": "user", "content": "<image>\nIs there a green square?"},
+                {"role": "assistant", "content": "No, there is no green square."}]),
+    ("llama_3", [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi!"},
+                 {"role": "user", "content": "What is a circle?"}, {"role": "assistant", "content": "A round shape."}]),
+    ("plain", [{"role": "user", "content": "<image>\nDescribe the image concisely."},
+               {"role": "assistant", "content": "A red circle on a white background."}]),
+    ("plain", [{"role": "user", "content": ""}, {"role": "assistant", "content": "A blue square."}]),
+)
+
+
+@check("build_labels")
+def check_build_labels(build_labels):
+    """``build_labels(segments, bos_id) -> (input_ids, labels)`` like ``Template.tokenize``.
+
+    ``segments`` are the ``(ids, is_answer)`` pieces a template cuts a conversation into,
+    read back off the package's own labels: its runs of masked and supervised tokens.
+    """
+    from minillava import zoo
+    from minillava.conversation import IGNORE_INDEX, get_template
+
+    hint = ("input_ids: bos_id first (unless it is None), then every segment's ids in order; labels: -100 for BOS "
+            "and every prompt token (system, user turns, role markers, <image>), the token's own id for every "
+            "answer token -- the end-of-turn marker at its end included; do not shift (the loss shifts)")
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    for name, messages in _LABEL_CASES:
+        template = get_template(name)
+        expected = template.tokenize(messages, tokenizer)
+        bos_id = tokenizer.bos_token_id if template.bos else None
+        start = 0 if bos_id is None else 1
+        segments = []   # maximal runs of masked / supervised tokens after BOS
+        for token, label in zip(expected["input_ids"][start:], expected["labels"][start:]):
+            is_answer = label != IGNORE_INDEX
+            if segments and segments[-1][1] == is_answer:
+                segments[-1][0].append(token)
+            else:
+                segments.append(([token], is_answer))
+        got = build_labels([(list(ids), is_answer) for ids, is_answer in segments], bos_id)
+        what = (f"build_labels for a {name} conversation of {len(segments)} segments "
+                f"({'bos_id ' + str(bos_id) if bos_id is not None else 'no BOS'})")
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise GradingError(f"{what}: expected a pair (input_ids, labels)", got=repr(got)[:80], hint=hint)
+        for key, value in zip(("input_ids", "labels"), got):
+            value = [int(v) for v in value]
+            want = expected[key]
+            if value != want:
+                at = next((i for i, (v, w) in enumerate(zip(value, want)) if v != w), min(len(value), len(want)))
+                raise GradingError(f"{what}: {key} differ first at position {at} (lengths: expected {len(want)}, "
+                                   f"got {len(value)})", expected=want[max(0, at - 3):at + 4],
+                                   got=value[max(0, at - 3):at + 4], hint=hint)
+
+
+# ------------------------------------------------------------------ chapter 1: the paradigm shift
+
+
+@check("write_scene")
+def check_write_scene(write_scene):
+    """``write_scene(annotation) -> str``: a toy scene in words, as the toy LM reads it (``rules.scene_text``)."""
+    from minillava.data.rules import scene_text
+    from minillava.toyworld import make_scene
+
+    hint = ("'On a <background> background, from left to right: ' then the objects sorted by their box's left "
+            "edge x1, each as 'a <size> <color> <shape>' (+ ' with a/an <mark> dot' if it has a mark) + ' ' + its "
+            "place, joined 'A', 'A and B', 'A, B and C', then '.'; the place comes from the box centre, with y "
+            "growing downwards and the canvas cut in thirds: 'in the top left', 'at the top', 'on the left', "
+            "'in the centre', ...")
+    # Base scenes of 1 to 4 objects, then fine-variant scenes: non-square canvases and dots of every colour.
+    scenes = [make_scene(seed) for seed in range(40)] + [make_scene(seed, "fine") for seed in range(10)]
+    for scene in scenes:
+        annotation = scene.annotation()
+        expected = scene_text(annotation)   # before the learner's code runs, in case it edits the dict
+        got = write_scene(annotation)
+        what = f"written {scene.variant} scene {scene.seed} ({len(scene.objects)} objects)"
+        if not isinstance(got, str):
+            raise GradingError(f"{what}: expected a str", got=type(got).__name__, hint=hint)
+        if got != expected:
+            raise GradingError(f"{what} differs", expected=repr(expected), got=repr(got), hint=hint)
+
+
+# ------------------------------------------------------------------ chapter 4: two-stage training
+
+
+@check("param_groups")
+def check_param_groups(param_groups):
+    """``param_groups(model, lrs) -> list[dict]``: train exactly the groups named in ``lrs``, each at its lr."""
+    from minillava.train import GROUPS
+    from minillava.zoo import tiny_random_model
+
+    hint = ("a parameter's group is the first part of its name ('projector.0.weight' -> 'projector'), except "
+            "AnyRes's 'image_newline', which trains with the projector; set requires_grad = (group in lrs) for "
+            "EVERY parameter (a later stage must unfreeze what an earlier one froze); put the modules of trained "
+            "groups in train mode and the others in eval mode; return optimizer groups [{'params': [...], "
+            "'lr': ...}] holding the trainable parameters only, each once, at its group's lr")
+    model = tiny_random_model(image_mode="anyres")   # AnyRes: has the top-level image_newline parameter
+    owner = {id(p): "projector" if name == "image_newline" else name.split(".")[0]
+             for name, p in model.named_parameters()}
+    # Stage 1, stage 2 (the projector at its own lr), a made-up tower-only stage, stage 2 again: all on one
+    # model, so each call starts from what the previous one left.
+    stages = ({"projector": 1e-3}, {"projector": 2e-4, "language_model": 2e-5}, {"vision_tower": 1e-5},
+              {"language_model": 2e-5, "projector": 2e-5})
+    for lrs in stages:
+        what = f"param_groups(model, {lrs})"
+        groups = param_groups(model, dict(lrs))
+        if not isinstance(groups, list) or not all(isinstance(g, dict) and {"params", "lr"} <= set(g) for g in groups):
+            raise GradingError(f"{what}: expected a list of dicts with 'params' and 'lr'", got=repr(groups)[:120],
+                               hint=hint)
+        flags = {group: sorted({p.requires_grad for p in model.parameters() if owner[id(p)] == group})
+                 for group in GROUPS}
+        assert_equal(flags, {group: [group in lrs] for group in GROUPS}, what=f"{what}: requires_grad per group",
+                     hint=hint)
+        modes = {group: sorted({m.training for m in getattr(model, group).modules()}) for group in GROUPS}
+        assert_equal(modes, {group: [group in lrs] for group in GROUPS},
+                     what=f"{what}: module.training per group (train mode = True)", hint=hint)
+        placed = [(id(p), g["lr"]) for g in groups for p in g["params"]]
+        assert_equal(len(placed), len({i for i, _ in placed}), what=f"{what}: parameters listed (each once)",
+                     hint=hint)
+        expected = {id(p): lrs[owner[id(p)]] for p in model.parameters() if owner[id(p)] in lrs}
+        got = dict(placed)
+        if set(got) != set(expected):
+            frozen = sorted({owner.get(i, "not a parameter of the model") for i in set(got) - set(expected)})
+            missing = sorted({owner[i] for i in set(expected) - set(got)})
+            raise GradingError(f"{what}: the optimizer would not hold exactly the trainable parameters",
+                               expected=f"the parameters of {sorted(lrs)}",
+                               got=f"frozen or foreign ones from {frozen}, missing ones from {missing}", hint=hint)
+        wrong_lr = sorted({owner[i] for i in got if got[i] != expected[i]})
+        assert_equal(wrong_lr, [], what=f"{what}: groups at a learning rate other than their own", hint=hint)
+        torch.optim.AdamW(groups)   # what the trainer does with them
+    try:
+        param_groups(model, {"vision": 1e-3})
+    except ValueError:
+        return
+    raise GradingError("param_groups(model, {'vision': 1e-3}) returned instead of raising ValueError",
+                       hint=f"a misspelt group would silently train nothing: raise ValueError naming the valid "
+                            f"groups {GROUPS}")
+
+
+def _accumulation_case():
+    """A tiny model and three micro-batches of very different sizes (3, 4 and 33 supervised tokens)."""
+    from minillava.zoo import tiny_random_model
+
+    gen = torch.Generator().manual_seed(0)
+    model = tiny_random_model()
+    model.vision_tower.requires_grad_(False)
+    image_id = model.config.image_token_id
+
+    def micro_batch(lengths, answers, images):
+        ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+        labels = torch.full_like(ids, -100)
+        mask = torch.zeros_like(ids)
+        for row, (n, k, image) in enumerate(zip(lengths, answers, images)):
+            ids[row, :n] = torch.randint(3, image_id, (n,), generator=gen)
+            if image:
+                ids[row, 1] = image_id
+            labels[row, n - k:n], mask[row, :n] = ids[row, n - k:n], 1
+        n_images = sum(images)
+        pixels = torch.randn(n_images, 3, 32, 32, generator=gen) if n_images else None
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels}
+
+    return model, [micro_batch([6, 9], [1, 2], [True, True]), micro_batch([5, 7, 12], [1, 1, 2], [True, False, True]),
+                   micro_batch([40], [33], [True])]
+
+
+@check("token_weighted_accumulation")
+def check_token_weighted_accumulation(accumulate):
+    """``accumulate(model, micro_batches) -> float``: gradients of one big batch, from uneven micro-batches."""
+    from minillava.loss import lm_loss_sum
+
+    hint = ("every supervised token of the whole step weighs the same: backward each micro-batch's loss SUM "
+            "(lm_loss_sum(out.logits, out.labels), the spliced labels) and divide once by the supervised tokens "
+            "of ALL micro-batches (divide the sums before backward, or the gradients after); never average "
+            "per micro-batch or per sample, count labels != -100 (not positions), and do not zero the "
+            "gradients between micro-batches")
+    model, micro = _accumulation_case()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    # The reference: one backward of (sum of all token losses) / (all supervised tokens).
+    sums, counts = zip(*(lm_loss_sum(out.logits, out.labels) for out in (model(**batch) for batch in micro)))
+    loss = sum(sums) / sum(counts)
+    loss.backward()
+    expected = {name: p.grad.clone() for name, p in trainable.items()}
+    model.zero_grad(set_to_none=True)
+
+    got_loss = accumulate(model, micro)
+    what = "the returned loss (mean over every supervised token of the step)"
+    if not isinstance(got_loss, (float, torch.Tensor)):
+        raise GradingError(f"{what}: expected a float", got=type(got_loss).__name__, hint=hint)
+    assert_close(torch.as_tensor(float(got_loss)), loss.detach(), what=what, hint=hint)
+    for name, p in trainable.items():
+        if p.grad is None:
+            raise GradingError(f"gradient of {name}: none was computed", hint=hint)
+        assert_close(p.grad, expected[name], what=f"gradient of {name}", hint=hint, atol=1e-6)
+
+
+# ------------------------------------------------------------------ chapter 7: data mixing
+
+
+@check("ratio_sampler")
+def check_ratio_sampler(ratio_sample):
+    """``ratio_sample(sizes, weights, total, seed) -> [(source, index), ...]``, shares as ``data.mix.mix`` draws them."""
+    from minillava.data.mix import Source, mix
+
+    hint = ("give each source round(total * weight / sum of weights) records by the LARGEST REMAINDER (floor every "
+            "share, then hand the records still missing to the largest fractional parts, ties to the earlier "
+            "source); draw each source's indices from a shuffled pass over its pool, starting a freshly shuffled "
+            "pass when one runs out (no index twice before every index once); shuffle the whole list; use "
+            "random.Random(seed), never the global RNG")
+    sizes = {"captions": 50, "vqa": 30, "text": 20}
+    cases = [(sizes, {"captions": 2, "vqa": 1, "text": 1}, 60), (sizes, {"captions": 2, "vqa": 1, "text": 1}, 200),
+             ({"a": 10, "b": 10, "c": 10}, {"a": 1, "b": 1, "c": 1}, 10),
+             (sizes, {"captions": 3, "vqa": 0, "text": 1}, 41)]
+    for sizes, weights, total in cases:
+        what = f"ratio_sample({sizes}, {weights}, total={total}, seed=0)"
+        drawn = ratio_sample(dict(sizes), dict(weights), total, 0)
+        if not isinstance(drawn, list) or not all(isinstance(d, tuple) and len(d) == 2 for d in drawn):
+            raise GradingError(f"{what}: expected a list of (source, index) tuples", got=repr(drawn)[:120], hint=hint)
+        _, table = mix([Source(name, list(range(size)), weights[name]) for name, size in sizes.items()], total)
+        counts = {name: sum(source == name for source, _ in drawn) for name in sizes}
+        assert_equal(counts, {row["source"]: row["records"] for row in table}, what=f"{what}: records per source",
+                     hint=hint)
+        for name, size in sizes.items():
+            indices = [i for source, i in drawn if source == name]
+            if indices and not all(isinstance(i, int) and 0 <= i < size for i in indices):
+                raise GradingError(f"{what}: source {name!r} has indices outside 0..{size - 1}", hint=hint)
+            uses = [indices.count(i) for i in range(size)]
+            if indices and max(uses) - min(uses) > 1:
+                raise GradingError(f"{what}: source {name!r} repeats some records before using others",
+                                   expected="each index used floor or ceil of (records / pool) times",
+                                   got=f"between {min(uses)} and {max(uses)} times", hint=hint)
+            if 0 < len(indices) < size and sorted(indices) == list(range(len(indices))):
+                raise GradingError(f"{what}: source {name!r} contributed its first {len(indices)} records",
+                                   hint="a source larger than its share gives a random subset: " + hint)
+        assert_equal(ratio_sample(dict(sizes), dict(weights), total, 0), drawn,
+                     what=f"{what} called twice: the same draw", hint=hint)
+    if ratio_sample(dict(sizes), dict(weights), total, 1) == drawn:
+        raise GradingError("seed=1 drew exactly what seed=0 drew", hint=hint)
+    long = ratio_sample({"captions": 50, "vqa": 30, "text": 20}, {"captions": 2, "vqa": 1, "text": 1}, 200, 0)
+    switches = sum(a[0] != b[0] for a, b in zip(long, long[1:]))
+    if switches < 50:   # a shuffled list switches source about 125 times; blocks switch twice
+        raise GradingError(f"the sources come in blocks ({switches} switches of source in 200 records)",
+                           hint="shuffle the whole list, so that every stretch of training sees the mixture")
+    for weights in ({"captions": 1, "vqa": -1, "text": 1}, {"captions": 0, "vqa": 0, "text": 0}):
+        try:
+            ratio_sample({"captions": 50, "vqa": 30, "text": 20}, weights, 10, 0)
+        except ValueError:
+            continue
+        raise GradingError(f"weights {weights} were accepted instead of raising ValueError",
+                           hint="weights must be >= 0 with a positive sum: raise ValueError saying so")

@@ -275,3 +275,200 @@ WRONG = {
     "parse_judgement": [_parse_judgement(on_failure=(-1.0, -1.0)), _parse_judgement(check_range=False),
                         _parse_judgement(commas=False), parse_judgement_anywhere],
 }
+
+
+# ---------------------------------------------------------------- chat templates (chapter 6)
+def _render_vicuna(end="</s>", after_system=" ", generation="ASSISTANT:", move_image=True, image_sep="\n",
+                   override=True, user_start="USER: "):
+    from minillava.conversation import get_template
+    default_system = get_template("vicuna_v1").system
+
+    def render_vicuna(messages, add_generation_prompt=False):
+        system = default_system
+        if messages[0]["role"] == "system":
+            system = messages[0]["content"] if override else system
+            messages = messages[1:]
+        text = system + after_system
+        for i, m in enumerate(messages):
+            content = m["content"]
+            if i == 0 and move_image and "<image>" in content:
+                rest = content.replace("<image>", "").strip()
+                content = "<image>" + (image_sep + rest if rest else "")
+            text += user_start + content + " " if m["role"] == "user" else "ASSISTANT: " + content + end
+        return text + (generation if add_generation_prompt else "")
+    return render_vicuna
+
+
+def _build_labels(bos_label="masked", shift=False, end=True, role_marker=False, fill=-100):
+    def build_labels(segments, bos_id):
+        input_ids = [] if bos_id is None else [bos_id]
+        labels = [] if bos_id is None or bos_label == "dropped" else [bos_id if bos_label == "supervised" else fill]
+        for ids, is_answer in segments:
+            if is_answer:
+                if role_marker and labels:   # the last prompt token ("ASSISTANT:"'s colon) counted as answer
+                    labels[-1] = input_ids[-1]
+                labels += ids if end else ids[:-1] + [fill]
+            else:
+                labels += [fill] * len(ids)
+            input_ids += ids
+        if shift:   # labels as next-token targets: but the loss shifts them itself
+            labels = labels[1:] + [fill]
+        return input_ids, labels
+    return build_labels
+
+
+WRONG.update({
+    # no </s> after answers; "...questions.USER:"; "ASSISTANT: " open turn; <image> left in place, or glued to
+    # the text; the system message ignored; a space after </s> before the next USER
+    "render_vicuna": [_render_vicuna(end=""), _render_vicuna(after_system=""), _render_vicuna(generation="ASSISTANT: "),
+                      _render_vicuna(move_image=False), _render_vicuna(image_sep=""), _render_vicuna(override=False),
+                      _render_vicuna(end="</s> ")],
+    "build_labels": [_build_labels(bos_label="supervised"), _build_labels(bos_label="dropped"), _build_labels(shift=True),
+                     _build_labels(end=False), _build_labels(role_marker=True), _build_labels(fill=0)],
+})
+
+
+# ---------------------------------------------------------------- write scene (chapter 1)
+def _write_scene(order="left edge", y="down", last_comma="", size=True, marks=True, article="a/an", thirds=True):
+    def write_scene(annotation):
+        def key(o):
+            return o["box"][0] if order == "left edge" else (o["box"][0] + o["box"][2]) / 2
+        objects = sorted(annotation["objects"], key=key) if order else annotation["objects"]
+        phrases = []
+        for o in objects:
+            x1, y1, x2, y2 = o["box"]
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            if y == "up":
+                cy = 1 - cy
+            low, high = (1 / 3, 2 / 3) if thirds else (0.25, 0.75)
+            row = "top" if cy < low else "bottom" if cy > high else ""
+            col = "left" if cx < low else "right" if cx > high else ""
+            place = (f"in the {row} {col}" if row and col else f"at the {row}" if row
+                     else f"on the {col}" if col else "in the centre")
+            phrase = f"a {o['size']} {o['name']}" if size else f"a {o['name']}"
+            if marks and o["mark"]:
+                an = "an" if article == "a/an" and o["mark"][0] in "aeiou" else "a"
+                phrase += f" with {an} {o['mark']} dot"
+            phrases.append(f"{phrase} {place}")
+        listing = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + last_comma + " and " + phrases[-1]
+        return f"On a {annotation['background']} background, from left to right: {listing}."
+    return write_scene
+
+
+WRONG.update({
+    "write_scene": [_write_scene(order=None), _write_scene(order="centre"), _write_scene(y="up"),
+                    _write_scene(last_comma=","), _write_scene(size=False), _write_scene(marks=False),
+                    _write_scene(article="a"), _write_scene(thirds=False)],
+})
+
+
+# ---------------------------------------------------------------- param groups (chapter 4)
+def _param_groups(everything=False, modes="per group", newline=True, unfreeze=True, one_lr=False, check=True):
+    from minillava.train import GROUPS
+
+    def param_groups(model, lrs):
+        if check and set(lrs) - set(GROUPS):
+            raise ValueError(f"unknown group; choose from {GROUPS}")
+        groups = {name: [] for name in lrs}
+        for name, p in model.named_parameters():
+            group = "projector" if newline and name == "image_newline" else name.split(".")[0]
+            if group in lrs:
+                groups[group].append(p)
+                if unfreeze:   # without this, what stage 1 froze stays frozen in stage 2
+                    p.requires_grad_(True)
+            else:
+                p.requires_grad_(False)
+        if modes == "per group":
+            for group in GROUPS:
+                getattr(model, group).train(group in lrs)
+        else:   # the whole model in one mode
+            model.train(modes == "train")
+        if everything:   # frozen parameters too: the optimizer keeps state for weights it never updates
+            return [{"params": list(model.parameters()), "lr": max(lrs.values())}]
+        lr = max(lrs.values())
+        return [{"params": params, "lr": lr if one_lr else lrs[name]} for name, params in groups.items()]
+    return param_groups
+
+
+# ---------------------------------------------------------------- token-weighted accumulation (chapter 4)
+def _accumulate(weighting="tokens", count="labels", zero_between=False):
+    from minillava.loss import lm_loss_sum
+
+    def accumulate(model, micro_batches):
+        outputs = [model(**batch) for batch in micro_batches]
+        if count == "labels":
+            total = sum(int((out.labels[:, 1:] != -100).sum()) for out in outputs)
+        else:   # every real position, prompt and image included
+            total = sum(int(out.attention_mask.sum()) for out in outputs)
+        value = 0.0
+        for out in outputs:
+            if zero_between:
+                model.zero_grad()
+            if weighting == "tokens":
+                loss = lm_loss_sum(out.logits, out.labels)[0] / total
+            elif weighting == "micro-batch means":   # average of the micro-batches' averages
+                loss = out.loss / len(outputs)
+            elif weighting == "summed means":   # the means added up, never divided
+                loss = out.loss
+            else:   # "samples": every sample's mean weighs the same
+                n_samples = sum(len(o.labels) for o in outputs)
+                loss = sum(lm_loss_sum(out.logits[i:i + 1], out.labels[i:i + 1])[0]
+                           / lm_loss_sum(out.logits[i:i + 1], out.labels[i:i + 1])[1]
+                           for i in range(len(out.labels))) / n_samples
+            loss.backward()
+            value += loss.item()
+        return value
+    return accumulate
+
+
+# ---------------------------------------------------------------- ratio sampler (chapter 7)
+def _ratio_sample(rounding="largest remainder", within="passes", final_shuffle=True, rng="seeded", check=True):
+    import math
+    import random
+
+    def ratio_sample(sizes, weights, total, seed=0):
+        if check and (min(weights.values()) < 0 or sum(weights.values()) <= 0):
+            raise ValueError("weights must be >= 0 with a positive sum")
+        r = random.Random(seed) if rng == "seeded" else random
+        names = list(sizes)
+        exact = [total * weights[n] / sum(weights.values()) for n in names]
+        if rounding == "weighted draws":   # each record's source drawn at random: shares only on average
+            picks = r.choices(names, [weights[n] for n in names], k=total)
+            counts = [picks.count(n) for n in names]
+        elif rounding == "round":
+            counts = [round(x) for x in exact]
+        else:
+            counts = [math.floor(x) for x in exact]
+            if rounding == "largest remainder":
+                for i in sorted(range(len(names)), key=lambda i: exact[i] - counts[i], reverse=True)[:total - sum(counts)]:
+                    counts[i] += 1
+        drawn = []
+        for name, n in zip(names, counts):
+            if within == "replacement":
+                picked = [r.randrange(sizes[name]) for _ in range(n)]
+            else:
+                picked = []
+                while len(picked) < n:
+                    pool = list(range(sizes[name]))
+                    if within == "passes":
+                        r.shuffle(pool)
+                    picked += pool[:n - len(picked)]
+            drawn += [(name, i) for i in picked]
+        if final_shuffle:
+            r.shuffle(drawn)
+        return drawn
+    return ratio_sample
+
+
+WRONG.update({
+    "param_groups": [_param_groups(everything=True), _param_groups(modes="train"), _param_groups(modes="eval"),
+                     _param_groups(newline=False), _param_groups(unfreeze=False), _param_groups(one_lr=True),
+                     _param_groups(check=False)],
+    "token_weighted_accumulation": [_accumulate(weighting="micro-batch means"), _accumulate(weighting="summed means"),
+                                    _accumulate(weighting="samples"), _accumulate(count="positions"),
+                                    _accumulate(zero_between=True)],
+    "ratio_sampler": [_ratio_sample(rounding="weighted draws"), _ratio_sample(rounding="floor"),
+                      _ratio_sample(rounding="round"), _ratio_sample(within="replacement"),
+                      _ratio_sample(within="first records"), _ratio_sample(final_shuffle=False),
+                      _ratio_sample(rng="global"), _ratio_sample(check=False)],
+})
