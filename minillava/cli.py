@@ -7,6 +7,8 @@
                        model); serve the rule teacher as a local OpenAI-compatible endpoint
     minillava eval     evaluate an assistant (a fake or a checkpoint) on held-out toy scenes:
                        VQA, POPE, multiple choice, CHAIR, LLaVA-Bench; table, JSON and chart
+    minillava pipeline the main job: data -> stage 1 -> stage 2 -> evaluation -> report, from a
+                       config file and/or flags (toy world by default; real backbones and data too)
 """
 
 import argparse
@@ -16,6 +18,7 @@ import torch
 
 from minillava.data.commands import add_parser as add_data_parser
 from minillava.eval.suite import add_parser as add_eval_parser
+from minillava.pipeline import add_arguments as add_pipeline_arguments
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -63,6 +66,15 @@ def zoo_command(args: argparse.Namespace) -> None:
           f"lm loss {report['lm_loss'][0]:.3f} -> {report['lm_loss'][1]:.3f}, {report['seconds']:.0f} s")
 
 
+def pipeline_command(args: argparse.Namespace) -> None:
+    from minillava import pipeline
+
+    try:
+        pipeline.run(pipeline.config_from_args(args))
+    except pipeline.ConfigError as err:   # bad options or backbones: the message says what to fix
+        raise SystemExit(f"minillava pipeline: {err}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="minillava", description="Visual instruction tuning, rebuilt to be read.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1: "
                        "reproducible, and fastest for models this small on a shared CPU)")
     p.set_defaults(func=zoo_command)
+    p = sub.add_parser("pipeline", help="data, stage 1, stage 2, evaluation and a report: a trained assistant")
+    add_pipeline_arguments(p)   # one flag per pipeline.PipelineConfig option, and --config FILE
+    p.set_defaults(func=pipeline_command)
     args = parser.parse_args(argv)
     args.func(args)
 
