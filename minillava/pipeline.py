@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -194,10 +195,6 @@ def load_config_file(path: str | Path) -> dict:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path} is not valid JSON: {err}") from None
     if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ConfigError(f"reading {path} needs PyYAML (pip install pyyaml), or write the file as JSON") from None
         try:
             return yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
