@@ -383,7 +383,7 @@ def _param_groups(everything=False, modes="per group", newline=True, unfreeze=Tr
                 getattr(model, group).train(group in lrs)
         else:   # the whole model in one mode
             model.train(modes == "train")
-        if everything:   # frozen parameters too: the optimizer keeps state for weights it never updates
+        if everything:   # frozen parameters handed to the optimizer too
             return [{"params": list(model.parameters()), "lr": max(lrs.values())}]
         lr = max(lrs.values())
         return [{"params": params, "lr": lr if one_lr else lrs[name]} for name, params in groups.items()]
