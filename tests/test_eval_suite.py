@@ -264,6 +264,14 @@ def test_cli_eval_writes_json_markdown_samples_and_a_chart(tmp_path, capsys):
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_eval_takes_the_assistant_as_an_argument_or_an_option_once(capsys):
+    main(["eval", "yes", "--tasks", "pope_random", "--n", "2"])
+    assert "| pope_random |" in capsys.readouterr().out
+    for argv in (["eval"], ["eval", "yes", "--assistant", "oracle"]):
+        with pytest.raises(SystemExit, match="give the assistant once"):
+            main(argv + ["--n", "2"])
+
+
 def test_cli_eval_explains_a_folder_that_is_not_a_saved_assistant(tmp_path):
     with pytest.raises(SystemExit, match="not written by save_assistant"):
         main(["eval", "--assistant", str(tmp_path), "--n", "2"])

@@ -222,7 +222,10 @@ def eval_command(args: argparse.Namespace) -> None:
             tasks = [llava_bench_task(judge) if t.name == "llava_bench" else t for t in tasks]
     except ValueError as err:   # unknown task, missing API key
         sys.exit(str(err))
-    assistant = _assistant(args.assistant, eval_seeds(args.n, args.seed))
+    if (args.checkpoint is None) == (args.assistant is None):
+        sys.exit("give the assistant once: `minillava eval FOLDER` or `minillava eval --assistant FOLDER` "
+                 f"(or a fake: {', '.join(FAKE_ASSISTANTS)})")
+    assistant = _assistant(args.checkpoint or args.assistant, eval_seeds(args.n, args.seed))
     report = run_suite(assistant, tasks, args.n, args.seed, batch_size=args.batch_size, progress=True)
     print(report.to_markdown())
     if args.out:
@@ -233,8 +236,9 @@ def eval_command(args: argparse.Namespace) -> None:
 def add_parser(sub) -> None:
     """Register `minillava eval` on the main parser's subcommands."""
     p = sub.add_parser("eval", help="evaluate an assistant on held-out toy scenes: table, JSON, chart")
-    p.add_argument("--assistant", required=True,
-                   help=f"{', '.join(FAKE_ASSISTANTS)} (fakes), or a folder saved by minillava.chat.save_assistant")
+    what = f"{', '.join(FAKE_ASSISTANTS)} (fakes), or a folder saved by minillava.chat.save_assistant"
+    p.add_argument("checkpoint", nargs="?", help=what)
+    p.add_argument("--assistant", help=f"the same, as an option: {what}")
     p.add_argument("--tasks", default="all",
                    help=f"comma-separated tasks or groups: {', '.join([*TASKS, *GROUPS])} (default: all)")
     p.add_argument("--n", type=int, default=20, help="held-out scenes per task (default 20)")
