@@ -28,37 +28,24 @@ import argparse
 import copy
 import dataclasses
 import json
-import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from minillava import zoo
+from minillava import pretrain, zoo
 from minillava.chat import Assistant
-from minillava.data.dataset import InstructionDataset, load_llava_json
-from minillava.data.engine import generate
-from minillava.data.mix import Source, choice_records, mix, text_records, vqa_records
-from minillava.data.prompts import KINDS
-from minillava.data.rules import knowledge_qa
+from minillava.data.dataset import InstructionDataset
+from minillava.data.mix import Source, mix
 from minillava.eval.assistants import ChatAssistant
 from minillava.eval.suite import run_suite
-from minillava.pipeline import image_processor
+from minillava.pipeline import PipelineConfig, image_processor, toy_pools
 from minillava.train import STAGE1, STAGE2, Stage, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
 # The stage-2 mixture of `minillava pipeline`: LLaVA-Instruct's three kinds, then the academic and text-only sources.
-WEIGHTS = {"conversation": 3, "detail": 1, "complex": 1, "vqa": 3, "choice": 1, "text": 1}
-
-
-def toy_sources(seeds, folder: Path) -> tuple[list[dict], dict[str, list[dict]]]:
-    """Stage-1 captions and the stage-2 source pools, all about the scenes ``seeds`` (images in folder)."""
-    generate(seeds, folder, progress=False)   # the rule teacher: images, captions, the three instruction kinds
-    instructions = load_llava_json(folder / "llava_instruct.json")
-    pools = {kind: [r for r in instructions if r["id"].endswith(f"-{kind}")] for kind in KINDS}
-    pools.update(vqa=vqa_records(seeds), choice=choice_records(seeds), text=text_records(len(seeds)))
-    return load_llava_json(folder / "llava_captions.json"), pools
+WEIGHTS = PipelineConfig().mixture
 
 
 class Toy:
@@ -70,7 +57,7 @@ class Toy:
         self.processor = image_processor("toy-vision", self.model.vision_tower.model)
         self.start = copy.deepcopy(self.model.state_dict())
         self.folder = folder
-        self.captions, self.pools = toy_sources(range(scenes), folder)
+        self.captions, self.pools = toy_pools(range(scenes), folder)
 
     def dataset(self, records: list[dict], template: str) -> InstructionDataset:
         return InstructionDataset(records, self.tokenizer, template, lambda im: self.processor([im])["pixel_values"][0],
@@ -83,11 +70,6 @@ class Toy:
         self.model.load_state_dict(self.start)
 
 
-def knowledge_questions(n: int) -> list[tuple[str, str]]:
-    """Text-only world-knowledge questions from rng streams no training data uses."""
-    return [knowledge_qa(random.Random(f"held-out-knowledge-{i}"), 1)[0] for i in range(n)]
-
-
 def evaluate(toy: Toy, scenes: int, knowledge: int = 0) -> dict:
     """Held-out scenes: VQA accuracy and answer length, POPE F1; text-only knowledge accuracy if asked."""
     chat = Assistant(toy.model.eval(), toy.tokenizer, toy.processor, max_new_tokens=32)
@@ -97,7 +79,7 @@ def evaluate(toy: Toy, scenes: int, knowledge: int = 0) -> dict:
     metrics = {"vqa_accuracy": vqa.metrics["accuracy"], "answer_words": sum(words) / len(words),
                "pope_f1": pope.metrics["f1"]}
     if knowledge:
-        questions = knowledge_questions(knowledge)
+        questions = pretrain.knowledge_questions(knowledge)
         answers = chat.chat([[{"role": "user", "content": q}] for q, _ in questions], [])
         metrics["knowledge_accuracy"] = sum(a == truth for a, (_, truth) in zip(answers, questions)) / knowledge
     return {k: round(v, 4) for k, v in metrics.items()}

@@ -298,17 +298,26 @@ def toy_data(config: PipelineConfig, folder: Path, total: int, progress: bool) -
     academic and text-only sources are built from the same scenes (data/mix.py). A source
     of weight 0 is not built (its pool shows as 0 in the table).
     """
-    seeds = range(config.scenes)
     weighted = [name for name in TOY_SOURCES if config.mixture[name] > 0]
-    generate(seeds, folder, kinds=[kind for kind in KINDS if kind in weighted], progress=progress)
-    instructions = load_llava_json(folder / "llava_instruct.json")
-    builders = {"vqa": vqa_records, "choice": choice_records,
-                "text": lambda seeds: text_records(len(seeds), config.seed)}
-    pools = {name: [r for r in instructions if r["id"].endswith(f"-{name}")] if name in KINDS else builders[name](seeds)
-             for name in weighted}
+    captions, pools = toy_pools(range(config.scenes), folder, weighted, config.seed, progress)
     sources = [Source(name, pools.get(name, []), config.mixture[name]) for name in TOY_SOURCES]
     mixture, table = mix(sources, total, seed=config.seed)
-    return load_llava_json(folder / "llava_captions.json"), mixture, table
+    return captions, mixture, table
+
+
+def toy_pools(seeds, folder: Path, names=TOY_SOURCES, seed: int = 0,
+              progress: bool = False) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Stage-1 captions and the stage-2 pool of each source in ``names``, all about the scenes ``seeds``.
+
+    The rule teacher renders the scenes into folder/images and writes the captions and the
+    LLaVA-Instruct kinds asked for; vqa, choice and text come from data/mix.py.
+    """
+    generate(seeds, folder, kinds=[kind for kind in KINDS if kind in names], progress=progress)
+    instructions = load_llava_json(folder / "llava_instruct.json")
+    builders = {"vqa": vqa_records, "choice": choice_records, "text": lambda seeds: text_records(len(seeds), seed)}
+    pools = {name: [r for r in instructions if r["id"].endswith(f"-{name}")] if name in KINDS else builders[name](seeds)
+             for name in names}
+    return load_llava_json(folder / "llava_captions.json"), pools
 
 
 def datasets(config: PipelineConfig, out: Path, stage2_samples: int, tokenizer, processor, tokens_per_image: int,

@@ -635,9 +635,14 @@ def answer(lm: LlamaForCausalLM, tokenizer, questions: list[str], max_new_tokens
     return [a.strip() for a in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 
 
+def knowledge_questions(n: int) -> list[tuple[str, str]]:
+    """n (question, answer) text-only knowledge pairs, drawn from rng streams no training data uses."""
+    return [rules.knowledge_qa(random.Random(f"held-out-knowledge-{i}"), 1)[0] for i in range(n)]
+
+
 def knowledge_accuracy(lm: LlamaForCausalLM, tokenizer, n: int = 200) -> float:
-    """Exact-match accuracy on text-only knowledge questions drawn from rng streams never trained on."""
-    pairs = [rules.knowledge_qa(random.Random(f"held-out-knowledge-{i}"), 1)[0] for i in range(n)]
+    """Exact-match accuracy on n held-out text-only knowledge questions."""
+    pairs = knowledge_questions(n)
     predicted = answer(lm, tokenizer, [q for q, _ in pairs])
     return sum(p == a for p, (_, a) in zip(predicted, pairs)) / n
 
