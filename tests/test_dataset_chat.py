@@ -12,7 +12,7 @@ from minillava.data.dataset import InstructionDataset, load_llava_json
 from minillava.image import ImageProcessor
 from minillava.model import MiniLlava, MiniLlavaConfig
 from minillava.toyworld import make_scene, render
-from minillava.train import STAGE1, train
+from minillava.train import STAGE1, STAGE2, train
 from minillava.zoo import tiny_backbones
 from tiny_tokenizer import well_behaved
 
@@ -84,6 +84,39 @@ def test_samples_batch_and_train(tmp_path, records, tok, model):
     result = train(model, dataclasses.replace(STAGE1, batch_size=2, max_steps=2), ds, tmp_path / "run",
                    lengths=ds.lengths, has_image=ds.has_image, pad_token_id=tok.pad_token_id, progress=False)
     assert result.steps == 2 and (tmp_path / "run" / "mm_projector.safetensors").exists()
+
+
+def test_anyres_images_of_different_sizes_flow_from_the_files_to_the_model(tmp_path, tok):
+    """AnyRes through the training path: views and original sizes from the dataset, batches
+    padded along the views exactly as the processor pads a batch, and a stage that trains."""
+    tower, lm = tiny_backbones(vocab_size=len(tok))
+    pins = [(32, 32), (32, 64), (64, 32), (64, 64)]
+    config = MiniLlavaConfig(image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id,
+                             image_mode="anyres", image_grid_pinpoints=pins)
+    model = MiniLlava(config, tower, lm).eval()
+    processor = ImageProcessor(mode="anyres", size=32, pinpoints=pins)
+    images = {"wide.png": render(make_scene(1), 64, 128), "square.png": render(make_scene(2), 64, 64)}
+    for name, image in images.items():
+        image.save(tmp_path / name)
+    records = [{"id": name, "image": name, "conversations": turns("<image>\nDescribe the image.", "A red circle.")}
+               for name in images]
+    records.append({"id": "text", "conversations": turns("What is in the image?", "A shape.")})
+    ds = InstructionDataset(records, tok, "vicuna_v1", lambda image: processor([image])["pixel_values"][0],
+                            image_folder=tmp_path, tokens_per_image=200)
+    assert ds[0]["image_sizes"] == [(64, 128)] and ds[0]["pixel_values"].shape == (1, 3, 3, 32, 32)
+    assert ds[1]["image_sizes"] == [(64, 64)] and ds[1]["pixel_values"].shape == (1, 5, 3, 32, 32)
+    batch = collate([ds[0], ds[2], ds[1]], tok.pad_token_id)
+    reference = processor(list(images.values()))
+    assert torch.equal(batch["pixel_values"], reference["pixel_values"])
+    assert torch.equal(batch["image_sizes"], reference["image_sizes"])
+    with torch.no_grad():
+        out = model(**batch)
+        alone = model(**collate([ds[1]], tok.pad_token_id))
+    n = int(alone.attention_mask.sum())   # the square image's sample, batched or alone
+    assert torch.allclose(out.logits[2, :n], alone.logits[0, :n], atol=1e-5)
+    result = train(model, dataclasses.replace(STAGE2, lr=1e-3, batch_size=2, max_steps=2), ds, tmp_path / "run",
+                   lengths=ds.lengths, has_image=ds.has_image, pad_token_id=tok.pad_token_id, progress=False)
+    assert result.steps == 2 and result.final_loss == result.final_loss   # finite, not NaN
 
 
 def test_json_and_jsonl_files_load_alike(tmp_path, records):

@@ -472,3 +472,45 @@ WRONG.update({
                       _ratio_sample(within="first records"), _ratio_sample(final_shuffle=False),
                       _ratio_sample(rng="global"), _ratio_sample(check=False)],
 })
+
+
+# ---------------------------------------------------------------- gap by topic (chapter 9)
+def _gap_by_topic(sign=1, grouping="topic", n_from="right", empty=False, order="topics", check="prompts"):
+    from collections import defaultdict
+
+    from minillava.eval.failures import TOPICS, topic
+
+    def gap_by_topic(right, blank):
+        if check == "prompts" and (len(right) != len(blank) or
+                                   any(a["prompt"] != b["prompt"] for a, b in zip(right, blank))):
+            raise ValueError("mismatch")
+        if check == "lengths" and len(right) != len(blank):
+            raise ValueError("mismatch")
+        groups = defaultdict(lambda: ([], []))
+        for a, b in zip(right, blank):
+            name = topic(a["prompt"]) if grouping == "topic" else "all"
+            groups[name][0].append(a["result"]["accuracy"])
+            groups[name][1].append(b["result"]["accuracy"])
+        if grouping == "overall":   # one overall figure copied to every topic
+            groups = {topic(a["prompt"]): groups["all"] for a in right}
+        names = [t for t, _ in TOPICS] + ["other"] if order == "topics" else sorted(groups)
+        if order == "first seen":
+            names = list(dict.fromkeys(topic(a["prompt"]) for a in right))
+        out = {}
+        for name in names:
+            seen, unseen = groups.get(name, ([], []))
+            if not seen and not empty:
+                continue
+            w = sum(seen) / len(seen) if seen else 0.0
+            b = sum(unseen) / len(unseen) if unseen else 0.0
+            out[name] = {"with image": w, "blank": b, "gap": sign * (w - b),
+                         "n": len(seen) * (2 if n_from == "both" else 1)}
+        return out
+    return gap_by_topic
+
+
+WRONG.update({
+    "gap_by_topic": [_gap_by_topic(sign=-1), _gap_by_topic(grouping="overall"), _gap_by_topic(n_from="both"),
+                     _gap_by_topic(empty=True), _gap_by_topic(order="alphabetical"),
+                     _gap_by_topic(order="first seen"), _gap_by_topic(check="lengths"), _gap_by_topic(check=None)],
+})

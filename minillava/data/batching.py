@@ -17,13 +17,27 @@ from minillava.splicing import IGNORE_INDEX
 MEGABATCH = 50
 
 
+def pad_views(images: list[torch.Tensor]) -> torch.Tensor:
+    """AnyRes images of (views_i, C, H, W) -> (N, max views, C, H, W), zero views appended.
+
+    The model reads only as many views as each image's size asks for, so the zeros are
+    never seen (transformers lays a batch out the same way).
+    """
+    batch = images[0].new_zeros((len(images), max(len(v) for v in images), *images[0].shape[1:]))
+    for i, views in enumerate(images):
+        batch[i, :len(views)] = views
+    return batch
+
+
 def collate(samples: list[dict], pad_token_id: int) -> dict:
     """Right-pad samples into a training batch.
 
     Each sample: ``input_ids`` and ``labels`` (lists of ints, one placeholder per image)
-    and ``pixel_values`` ((n_images, C, H, W) tensor, or None for text only).
+    and ``pixel_values`` ((n_images, C, H, W) tensor, or None for text only); AnyRes
+    samples hold (n_images, views, C, H, W) and ``image_sizes`` [(height, width), ...].
     Returns input_ids / attention_mask / labels as (B, T) tensors and pixel_values as
-    (sum of n_images, C, H, W) or None.
+    (sum of n_images, C, H, W) or None; AnyRes batches pixel_values as (sum of n_images,
+    max views, C, H, W) and image_sizes as a (sum of n_images, 2) long tensor.
     """
     length = max(len(s["input_ids"]) for s in samples)
     ids = torch.full((len(samples), length), pad_token_id, dtype=torch.long)
@@ -33,8 +47,13 @@ def collate(samples: list[dict], pad_token_id: int) -> dict:
         n = len(s["input_ids"])
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(s["input_ids"]), torch.tensor(s["labels"]), 1
     images = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-            "pixel_values": torch.cat(images) if images else None}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": None}
+    if images and images[0].dim() == 5:   # AnyRes: samples differ in their number of views
+        batch["pixel_values"] = pad_views([image for sample in images for image in sample])
+        batch["image_sizes"] = torch.tensor([size for s in samples for size in s.get("image_sizes") or []])
+    elif images:
+        batch["pixel_values"] = torch.cat(images)
+    return batch
 
 
 def batch_schedule(n_samples: int, batch_size: int, seed: int, epoch: int,

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from minillava.conversation import IMAGE_MARKER, TokenizationMismatchError, get_template, to_messages
+from minillava.data.batching import pad_views
 from minillava.splicing import IGNORE_INDEX
 
 
@@ -69,7 +70,8 @@ class InstructionDataset(torch.utils.data.Dataset):
         records: LLaVA JSON records (or rows of a datasets.Dataset with PIL images).
         tokenizer: a transformers tokenizer with ``<image>`` as one token.
         template: conversation template name (``"plain"`` for stage 1, ``"vicuna_v1"``...).
-        processor: image -> (3, H, W) tensor (e.g. ``image.ImageProcessor``-style preprocess).
+        processor: image -> (3, H, W) tensor (e.g. ``image.ImageProcessor``-style preprocess),
+            or for AnyRes -> (views, 3, H, W): base view and tiles of that one image.
         image_folder: where relative image paths are resolved.
         tokens_per_image: how many positions an image takes after splicing.
         max_length: the longest spliced sequence allowed; longer text is cut, never an image.
@@ -147,13 +149,22 @@ class InstructionDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
+        """input_ids, labels; pixel_values (n_images, C, H, W), or for AnyRes (n_images, views,
+        C, H, W) zero-padded along the views, with image_sizes [(height, width), ...]; None
+        for text only."""
         sample = self.samples[i]
-        pixels = [self._process(image) for image in sample["images"]]
-        return {"input_ids": sample["input_ids"], "labels": sample["labels"],
-                "pixel_values": torch.stack(pixels) if pixels else None}
+        processed = [self._process(image) for image in sample["images"]]
+        pixels = [pixel for pixel, _ in processed]
+        item = {"input_ids": sample["input_ids"], "labels": sample["labels"], "pixel_values": None}
+        if pixels and pixels[0].dim() == 4:   # AnyRes: views per image, sizes needed to undo the tiling
+            item.update(pixel_values=pad_views(pixels), image_sizes=[size for _, size in processed])
+        elif pixels:
+            item["pixel_values"] = torch.stack(pixels)
+        return item
 
-    def _process(self, image) -> torch.Tensor:
+    def _process(self, image) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The processed pixels and the original (height, width)."""
         if isinstance(image, Path):
             with Image.open(image) as opened:
-                return self.processor(opened)
-        return self.processor(image)
+                return self.processor(opened), (opened.height, opened.width)
+        return self.processor(image), (image.height, image.width)
