@@ -189,11 +189,24 @@ def assistant(config=None):
 
     config: a PipelineConfig; default ``settings().pipeline_config(**ASSISTANT_BUDGET)``.
     """
+    from transformers.utils import logging as hf_logging
+
     from minillava.chat import load_assistant
     from minillava.pipeline import run
 
     config = config or settings().pipeline_config(**ASSISTANT_BUDGET)
     recipe = {k: v for k, v in dataclasses.asdict(config).items() if k != "out"}
-    folder = artifact("assistant", recipe,
-                      lambda out: run(dataclasses.replace(config, out=str(out)), progress=False, log=lambda *a: None))
+
+    def build(out: Path) -> None:
+        # Quiet, so that a chapter prints the same whether the cache had the assistant or not:
+        # no report, and none of transformers' "Loading weights" bars (restored afterwards).
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            run(dataclasses.replace(config, out=str(out)), progress=False, log=lambda *a: None)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+
+    folder = artifact("assistant", recipe, build)
     return load_assistant(folder / "assistant"), folder

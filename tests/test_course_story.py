@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from PIL import Image
+from transformers.utils import logging as hf_logging
 
 from minillava import course
 from minillava.pipeline import PipelineConfig
@@ -94,8 +95,10 @@ def test_real_backbones_behind_the_switch_train_and_chat_offline(hub_style, tmp_
     assert model.vision_tower.model.config.model_type == "clip_vision_model"
     assert "<image>" in tokenizer.get_vocab()
     config = settings.pipeline_config(device="cpu", threads=1, **{k: v for k, v in TINY.items() if k != "scenes"})
+    bars = hf_logging.is_progress_bar_enabled()
     assistant, folder = course.assistant(config)
     assert folder.parent == private_cache
+    assert hf_logging.is_progress_bar_enabled() == bars   # silenced while it trained, then restored
     assert "stage2.jsonl" in (folder / "report.md").read_text()   # trained on the file, not on toy scenes
     answer = assistant.ask(Image.new("RGB", (32, 32)), "Is there a circle?")
     assert isinstance(answer, str)
