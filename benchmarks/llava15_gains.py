@@ -206,8 +206,13 @@ def dot_probe(arm: Arm, n_train: int, n_test: int, seeds: int) -> dict:
         hit = (guess & truth).sum(0) / truth.sum(0).clamp(min=1)
         reject = (~guess & ~truth).sum(0) / (~truth).sum(0).clamp(min=1)
         scores.append(round(((hit + reject) / 2).mean().item(), 4))
-    return {"runs": scores, "mean": round(statistics.mean(scores), 4),
-            "std": round(statistics.stdev(scores), 4) if len(scores) > 1 else 0.0}
+    return {"runs": scores, **mean_and_std(scores)}
+
+
+def mean_and_std(values: list[float]) -> dict:
+    """{"mean", "std"} over seeds, rounded; the std of a single run is 0."""
+    return {"mean": round(statistics.mean(values), 4),
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -215,8 +220,7 @@ def summarize(runs: list[dict]) -> dict:
     for kind in ("fine", "control"):
         values = [r[kind] for r in runs if kind in r]
         if values:
-            out[kind] = {"mean": round(statistics.mean(values), 4),
-                         "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+            out[kind] = mean_and_std(values)
     return out
 
 
