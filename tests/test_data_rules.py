@@ -156,6 +156,24 @@ def test_conversations_cover_every_topic_and_confident_absence():
     assert any(a.startswith("No, there is no") for a in answers)
 
 
+def test_yes_no_wording_does_not_give_the_answer_away():
+    """Every way of asking a yes/no question is answered "yes" and "no" alike, so a model
+    cannot answer from the words alone (chapter 9's looking test measures exactly that)."""
+    answers_by_wording = {}
+    for s in range(300):
+        for q, a in rules.short_answer_qa(make_scene(s).annotation(), random.Random(s), n=30):
+            if a in ("yes", "no"):
+                # The wording: the question without its object ("Is there a red circle?" -> "Is there ?").
+                wording = re.sub(rf"\b(an? )?(({COLOUR}|{'|'.join(rules.UNSEEN_SHAPES)}) )?({SHAPE}|"
+                                 rf"{'|'.join(rules.UNSEEN_SHAPES)})(es|s)?\b", "", q.split("\n")[0])
+                answers_by_wording.setdefault(wording, []).append(a == "yes")
+    presence = {w: sum(v) / len(v) for w, v in answers_by_wording.items()
+                if w.startswith(("Is there", "Can you", "Does the", "Are there"))}
+    assert len(presence) == len(rules.PRESENCE_QUESTIONS) + 1, presence   # + "Are there any ...?"
+    for wording, yes_share in presence.items():
+        assert 0.3 < yes_share < 0.7, (wording, yes_share)
+
+
 def test_default_length_and_n():
     ann = make_scene(3).annotation()
     lengths = {len(rules.conversation_qa(ann, random.Random(s))) for s in range(30)}

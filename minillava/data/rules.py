@@ -51,6 +51,14 @@ SHAPE_DEFINITIONS = {
 }
 
 
+# Presence and absence are asked in the same words, so the wording never gives the answer
+# away. (An earlier version asked "Does the image contain ...?" only of present objects and
+# "Is there X?" only of absent ones: chapter 9's looking test caught the assistant answering
+# presence from the question alone.)
+PRESENCE_QUESTIONS = ("Is there {a} {n} in the image?", "Can you see {a} {n}?", "Is there {a} {n}?",
+                      "Does the image contain {a} {n}?", "Does the picture show {a} {n}?")
+
+
 class QA(NamedTuple):
     """One fact about a scene as a question, a full-sentence answer and a short answer."""
     question: str
@@ -110,8 +118,7 @@ class _View:
 def _presence(v: _View, rng: random.Random) -> list[QA]:
     qas = []
     for name, k in v.names.items():
-        q = rng.choice(("Is there {a} {n} in the image?", "Can you see {a} {n}?",
-                        "Does the image contain {a} {n}?", "Is there {a} {n} anywhere in the picture?"))
+        q = rng.choice(PRESENCE_QUESTIONS)
         if k == 1:
             where = position_words(next(o for o in v.objects if o.name == name))
             a = rng.choice((f"Yes, there is {article(name)} {name} {where}.", f"Yes, there is one {name} in the image.",
@@ -119,6 +126,10 @@ def _presence(v: _View, rng: random.Random) -> list[QA]:
         else:
             a = f"Yes, {_there(k, name).lower()} in the image."
         qas.append(QA(q.format(a=article(name), n=name), a, "yes"))
+    # "Are there any ...?" is asked of a present shape as often as of an absent one (_absence).
+    shape = rng.choice(sorted(v.shapes))
+    qas.append(QA(f"Are there any {_plural(shape)}?", f"Yes, {_there(v.shapes[shape], shape).lower()} in the image.",
+                  "yes"))
     return qas
 
 
@@ -132,8 +143,7 @@ def _absence(v: _View, rng: random.Random) -> list[QA]:
     names.append(f"{rng.choice(sorted(v.colours))} {rng.choice(UNSEEN_SHAPES)}")
     qas = []
     for name in names:
-        q = rng.choice(("Is there {a} {n} in the image?", "Can you see {a} {n}?", "Is there {a} {n}?",
-                        "Does the picture show {a} {n}?"))
+        q = rng.choice(PRESENCE_QUESTIONS)
         a = rng.choice((f"No, there is no {name} in the image.", f"No, there is no {name}.",
                         f"No, the image does not contain {article(name)} {name}."))
         qas.append(QA(q.format(a=article(name), n=name), a, "no"))
