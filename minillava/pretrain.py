@@ -414,10 +414,14 @@ def tokenize_documents(documents, tokenizer) -> list[dict]:
     return [get_template(template).tokenize(messages, tokenizer) for template, messages in documents]
 
 
-def train_lm(tokenizer, samples: list[dict], recipe: Recipe, log=print) -> tuple[LlamaForCausalLM, list[float]]:
-    """Next-token training on the answers of ``samples``, batches grouped by length."""
+def train_lm(tokenizer, samples: list[dict], recipe: Recipe, log=print,
+             config: LlamaConfig | None = None) -> tuple[LlamaForCausalLM, list[float]]:
+    """Next-token training on the answers of ``samples``, batches grouped by length.
+
+    config: the model's shape (default: ``lm_config``); experiments try others with the same loop.
+    """
     torch.manual_seed(recipe.seed)
-    model = LlamaForCausalLM(lm_config(tokenizer))
+    model = LlamaForCausalLM(config or lm_config(tokenizer))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lm_lr, weight_decay=0.01)
     lengths = [len(s["input_ids"]) for s in samples]
     batches, epoch, losses = [], 0, []

@@ -1,0 +1,147 @@
+"""Does the toy language model read a written scene? Issue 6's weak link, measured.
+
+The plan of the toy backbones (minillava/pretrain.py) is LLaVA's: a language model that answers
+questions about a scene it is *told*, so that stage 1 only has to make images readable as such
+words. This script checks the premise. It asks the shipped toy-lm short-answer questions about
+held-out scenes written out in its prompt, once with the question's own scene and once with
+another scene's text: what the model reads from the scene is the difference, per topic.
+
+It can also train a fresh toy-lm (pretrain.lm_config, pretrain.train_lm) on one narrow task and
+measure it the same way, to tell *which* kind of reading the architecture learns quickly:
+
+    background   "What colour is the background?": the answer sits at a fixed place, the first
+                 words of the scene ("On a gray background, ...")
+    attributes   size and colour questions ("What size is the red diamond?"): the model has to
+                 find the object named in the question and read the word beside it
+
+    python benchmarks/lm_reading.py                                  # the shipped toy-lm
+    python benchmarks/lm_reading.py --train background --steps 400
+    python benchmarks/lm_reading.py --train attributes --steps 800
+
+One torch thread: every number is reproducible on one machine.
+"""
+
+import argparse
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from minillava import pretrain, zoo
+from minillava.data import rules
+from minillava.eval.failures import topic
+from minillava.toyworld import make_scene
+
+
+def _background(annotation: dict, rng: random.Random) -> list[tuple[str, str]]:
+    return [(f"What colour is the background?\n{rules.FORMAT_PROMPT}", annotation["background"])]
+
+
+def _attributes(annotation: dict, rng: random.Random) -> list[tuple[str, str]]:
+    pairs = rules.short_answer_qa(annotation, rng, 30)
+    return [(q, a) for q, a in pairs if topic(q) in ("size", "colour")][:4]
+
+
+TASKS = {"short answers": lambda annotation, rng: rules.short_answer_qa(annotation, rng, 2),
+         "background": _background, "attributes": _attributes}
+
+
+def chats(task: str, seeds, seed: int = 0) -> list[tuple[str, list[dict]]]:
+    """Documents of one task: each scene written into the first user turn, then its questions."""
+    rng = random.Random(f"lm-reading-{task}-{seed}")
+    documents = []
+    for s in seeds:
+        annotation = make_scene(s).annotation()
+        messages = []
+        for i, (q, a) in enumerate(TASKS[task](annotation, rng)):
+            q = pretrain.written_scene_turn(annotation, q) if i == 0 else q
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        if messages:
+            documents.append(("vicuna_v1", messages))
+    return documents
+
+
+def reading(lm, tokenizer, task: str, n_scenes: int, one_object: bool = False) -> dict:
+    """Accuracy on held-out scenes' questions of ``task``, each asked in a fresh chat after its
+    own scene's text and after the next scene's: overall and per topic, and the gap."""
+    pool = pretrain.held_out_scenes(20 * n_scenes + 1 if one_object else n_scenes + 1, offset=300_000)
+    scenes = [s.annotation() for s in pool if not one_object or len(s.objects) == 1][:n_scenes + 1]
+    rng = random.Random(f"lm-reading-eval-{task}")
+    items = [(i, q, a) for i in range(n_scenes) for q, a in TASKS[task](scenes[i], rng)]
+    result = {}
+    for name, shift in (("own scene", 0), ("another scene", 1)):
+        prompts = [pretrain.written_scene_turn(scenes[i + shift], q) for i, q, _ in items]
+        answers = [a for chunk in range(0, len(prompts), 100)
+                   for a in pretrain.answer(lm, tokenizer, prompts[chunk:chunk + 100], max_new_tokens=8)]
+        hits = [p == a for p, (_, _, a) in zip(answers, items)]
+        by_topic = {}
+        for (_, q, _), hit in zip(items, hits):
+            by_topic.setdefault(topic(q), []).append(hit)
+        result[name] = {"accuracy": sum(hits) / len(hits),
+                        "by_topic": {t: sum(v) / len(v) for t, v in by_topic.items()}}
+    own, other = result["own scene"], result["another scene"]
+    result["gap"] = own["accuracy"] - other["accuracy"]
+    result["gap_by_topic"] = {t: own["by_topic"][t] - other["by_topic"][t] for t in own["by_topic"]}
+    result["questions"] = len(items)
+    return result
+
+
+def train_on(task: str, tokenizer, scenes: int, steps: int, batch: int, lr: float, layers: int = 2,
+             heads: int = 4, one_object: bool = False):
+    """A fresh toy-lm trained on ``task`` alone, with the shipped LM's loop and, by default, its shape."""
+    seeds = [s for s in pretrain.TRAIN_SEEDS[:scenes] if not one_object or len(make_scene(s).objects) == 1]
+    samples = pretrain.tokenize_documents(chats(task, seeds), tokenizer)
+    config = pretrain.lm_config(tokenizer)
+    config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads = layers, heads, heads
+    config.head_dim = config.hidden_size // heads
+    recipe = dataclasses.replace(pretrain.FULL, lm_steps=steps, lm_batch=batch, lm_lr=lr)
+    lm, losses = pretrain.train_lm(tokenizer, samples, recipe, log=lambda line: print(line, flush=True),
+                                   config=config)
+    tail = losses[-max(1, len(losses) // 10):]
+    return lm, sum(tail) / len(tail)   # the last tenth: one batch alone is noisy
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train", choices=["background", "attributes"], default=None,
+                        help="train a fresh toy-lm on this task instead of measuring the shipped one")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--scenes", type=int, default=12_000, help="training scenes (with --train)")
+    parser.add_argument("--eval-scenes", type=int, default=300)
+    parser.add_argument("--layers", type=int, default=2, help="layers of the fresh LM (with --train)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads of the fresh LM (with --train)")
+    parser.add_argument("--one-object", action="store_true",
+                        help="train and measure on one-object scenes only: nothing to tell apart, no binding")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    tokenizer = zoo.load_tokenizer()
+    if args.train:
+        lm, final_loss = train_on(args.train, tokenizer, args.scenes, args.steps, args.batch, args.lr,
+                                  args.layers, args.heads, args.one_object)
+        record = {"lm": f"fresh, {args.layers} layers x {args.heads} heads, trained on {args.train}"
+                        + " (one-object scenes)" * args.one_object,
+                  "steps": args.steps, "lr": args.lr, "final_loss": final_loss,
+                  "reading": reading(lm, tokenizer, args.train, args.eval_scenes, args.one_object)}
+    else:
+        record = {"lm": "shipped toy-lm", "reading": reading(zoo.load("toy-lm"), tokenizer, "short answers",
+                                                             args.eval_scenes)}
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    r = record["reading"]
+    print(f"{record['lm']}: {r['questions']} questions, accuracy {r['own scene']['accuracy']:.3f} with its own "
+          f"scene, {r['another scene']['accuracy']:.3f} with another scene's text (gap {r['gap']:+.3f})")
+    for name, gap in r["gap_by_topic"].items():
+        print(f"  {name:<10} own {r['own scene']['by_topic'][name]:.2f}  gap {gap:+.2f}")
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+if __name__ == "__main__":
+    main()
