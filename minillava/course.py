@@ -147,6 +147,8 @@ def artifact(name: str, recipe: dict, build: Callable[[Path], None]) -> Path:
     recipe: JSON-able, everything the result depends on besides the package itself. The build
     runs in a scratch folder renamed into place at the end, so an interrupted build leaves
     nothing that looks finished. The recipe is written next to the result (recipe.json).
+    A new build deletes the entries of the same name and recipe that an earlier version of
+    the package or the weights made: this version would never find them again.
     """
     if not name or "/" in name:
         raise ValueError(f"artifact name {name!r}: use a plain, non-empty folder name")
@@ -163,7 +165,23 @@ def artifact(name: str, recipe: dict, build: Callable[[Path], None]) -> Path:
         scratch.rename(folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    for old in _superseded(folder, name, recipe):
+        shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _superseded(folder: Path, name: str, recipe: dict) -> list[Path]:
+    """The other finished entries of this name and recipe: made by another package or weights."""
+    wanted = json.dumps(recipe, sort_keys=True)
+    found = []
+    for other in folder.parent.glob(f"{name}-*"):
+        try:
+            stored = json.loads((other / "recipe.json").read_text())
+        except (OSError, ValueError):   # not an entry, or an unfinished one
+            continue
+        if other != folder and stored.get("name") == name and json.dumps(stored.get("recipe"), sort_keys=True) == wanted:
+            found.append(other)
+    return found
 
 
 # ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ The switch is tested offline with tiny models saved as hub-style folders (test_p
 fixture); the cache with small builds whose calls are counted.
 """
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -122,6 +123,23 @@ def test_an_artifact_is_built_once_and_found_again(private_cache):
     other = course.artifact("answer", {"question": "everything"}, build)   # another recipe, another entry
     assert other != first and len(calls) == 2
     assert sorted(p.name for p in private_cache.iterdir()) == sorted([first.name, other.name])
+
+
+def test_a_new_build_deletes_the_entries_an_older_package_made(private_cache, monkeypatch):
+    """Same name and recipe, another package version: the old entry can never be found again, so
+    it goes; an entry of another recipe, or of another name, stays."""
+    build = lambda folder: (folder / "result.txt").write_text("42")   # noqa: E731
+    def version(v):   # a fingerprint as course.fingerprint makes it, for package version v
+        return lambda recipe: v + hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
+
+    monkeypatch.setattr(course, "fingerprint", version("a"))
+    old = course.artifact("answer", {"question": "life"}, build)
+    kept = [course.artifact("answer", {"question": "everything"}, build),
+            course.artifact("answer-b", {"question": "life"}, build)]
+    monkeypatch.setattr(course, "fingerprint", version("b"))   # the code changed
+    new = course.artifact("answer", {"question": "life"}, build)
+    assert new != old and not old.exists()
+    assert sorted(p.name for p in private_cache.iterdir()) == sorted([new.name] + [k.name for k in kept])
 
 
 def test_a_failed_build_leaves_nothing_that_looks_finished(private_cache):
