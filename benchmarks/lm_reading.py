@@ -32,7 +32,7 @@ import torch
 
 from minillava import pretrain, zoo
 from minillava.data import rules
-from minillava.eval.failures import topic
+from minillava.eval.failures import accuracy_by_topic, topic
 from minillava.toyworld import make_scene
 
 
@@ -76,12 +76,9 @@ def reading(lm, tokenizer, task: str, n_scenes: int, one_object: bool = False) -
         prompts = [pretrain.written_scene_turn(scenes[i + shift], q) for i, q, _ in items]
         answers = [a for chunk in range(0, len(prompts), 100)
                    for a in pretrain.answer(lm, tokenizer, prompts[chunk:chunk + 100], max_new_tokens=8)]
-        hits = [p == a for p, (_, _, a) in zip(answers, items)]
-        by_topic = {}
-        for (_, q, _), hit in zip(items, hits):
-            by_topic.setdefault(topic(q), []).append(hit)
-        result[name] = {"accuracy": sum(hits) / len(hits),
-                        "by_topic": {t: sum(v) / len(v) for t, v in by_topic.items()}}
+        samples = [{"prompt": q, "result": {"accuracy": float(p == a)}} for p, (_, q, a) in zip(answers, items)]
+        result[name] = {"accuracy": sum(s["result"]["accuracy"] for s in samples) / len(samples),
+                        "by_topic": {t: v["accuracy"] for t, v in accuracy_by_topic(samples).items()}}
     own, other = result["own scene"], result["another scene"]
     result["gap"] = own["accuracy"] - other["accuracy"]
     result["gap_by_topic"] = {t: own["by_topic"][t] - other["by_topic"][t] for t in own["by_topic"]}
@@ -100,8 +97,7 @@ def train_on(task: str, tokenizer, scenes: int, steps: int, batch: int, lr: floa
     recipe = dataclasses.replace(pretrain.FULL, lm_steps=steps, lm_batch=batch, lm_lr=lr)
     lm, losses = pretrain.train_lm(tokenizer, samples, recipe, log=lambda line: print(line, flush=True),
                                    config=config)
-    tail = losses[-max(1, len(losses) // 10):]
-    return lm, sum(tail) / len(tail)   # the last tenth: one batch alone is noisy
+    return lm, pretrain.final_loss(losses)
 
 
 def main(argv=None) -> dict:

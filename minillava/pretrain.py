@@ -505,7 +505,7 @@ def build(out_dir: str | Path, recipe: Recipe = FULL, processes: int = 2, thread
         for name in ("toy-clip", "toy-lm"):
             tokenizer.save_pretrained(scratch / name)
         _install(scratch, out_dir)
-    report = {"clip_loss": [clip_losses[0], _final(clip_losses)], "lm_loss": [lm_losses[0], _final(lm_losses)],
+    report = {"clip_loss": [clip_losses[0], final_loss(clip_losses)], "lm_loss": [lm_losses[0], final_loss(lm_losses)],
               "vocab_size": len(tokenizer), "seconds": round(time.perf_counter() - start, 1)}
     log(f"built {', '.join(NAMES)} in {out_dir} in {report['seconds']:.0f} s")
     return report
@@ -543,7 +543,7 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def _final(losses: list[float]) -> float:
+def final_loss(losses: list[float]) -> float:
     """The mean of the last tenth of the losses: one batch alone is too noisy to compare."""
     tail = losses[-max(1, len(losses) // 10):]
     return sum(tail) / len(tail)
