@@ -32,7 +32,7 @@ import torch
 
 from minillava import pretrain, zoo
 from minillava.data import rules
-from minillava.eval.failures import accuracy_by_topic, topic
+from minillava.eval.failures import topic
 from minillava.toyworld import make_scene
 
 
@@ -65,25 +65,8 @@ def chats(task: str, seeds, seed: int = 0) -> list[tuple[str, list[dict]]]:
 
 
 def reading(lm, tokenizer, task: str, n_scenes: int, one_object: bool = False) -> dict:
-    """Accuracy on held-out scenes' questions of ``task``, each asked in a fresh chat after its
-    own scene's text and after the next scene's: overall and per topic, and the gap."""
-    pool = pretrain.held_out_scenes(20 * n_scenes + 1 if one_object else n_scenes + 1, offset=300_000)
-    scenes = [s.annotation() for s in pool if not one_object or len(s.objects) == 1][:n_scenes + 1]
-    rng = random.Random(f"lm-reading-eval-{task}")
-    items = [(i, q, a) for i in range(n_scenes) for q, a in TASKS[task](scenes[i], rng)]
-    result = {}
-    for name, shift in (("own scene", 0), ("another scene", 1)):
-        prompts = [pretrain.written_scene_turn(scenes[i + shift], q) for i, q, _ in items]
-        answers = [a for chunk in range(0, len(prompts), 100)
-                   for a in pretrain.answer(lm, tokenizer, prompts[chunk:chunk + 100], max_new_tokens=8)]
-        samples = [{"prompt": q, "result": {"accuracy": float(p == a)}} for p, (_, q, a) in zip(answers, items)]
-        result[name] = {"accuracy": sum(s["result"]["accuracy"] for s in samples) / len(samples),
-                        "by_topic": {t: v["accuracy"] for t, v in accuracy_by_topic(samples).items()}}
-    own, other = result["own scene"], result["another scene"]
-    result["gap"] = own["accuracy"] - other["accuracy"]
-    result["gap_by_topic"] = {t: own["by_topic"][t] - other["by_topic"][t] for t in own["by_topic"]}
-    result["questions"] = len(items)
-    return result
+    """pretrain.scene_reading (the zoo's gate) on the questions of ``task``."""
+    return pretrain.scene_reading(lm, tokenizer, n_scenes, TASKS[task], one_object)
 
 
 def train_on(task: str, tokenizer, scenes: int, steps: int, batch: int, lr: float, layers: int = 2,

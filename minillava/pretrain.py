@@ -50,9 +50,11 @@ from minillava.conversation import IMAGE_MARKER, TEMPLATES, get_template
 from minillava.data import rules
 from minillava.data.batching import batch_schedule, collate
 from minillava.data.prompts import BRIEF_INSTRUCTIONS, DETAIL_INSTRUCTIONS
+from minillava.eval.failures import accuracy_by_topic
 from minillava.image import CLIP_MEAN, CLIP_STD, normalize
 from minillava.splicing import IGNORE_INDEX
 from minillava.toyworld import CATEGORIES, COLORS, SHAPES, VARIANTS, Scene, make_scene, render
+from minillava.train import lr_factor
 from minillava.vision import VisionTower
 from minillava.zoo import MANIFEST, sha256
 
@@ -87,10 +89,15 @@ class Recipe:
     seed: int = 0
 
 
+# The language model's rate is a third of CLIP's on purpose: at 3e-3 a toy-lm learns to copy
+# a word of the scene by its kind (a colour, a size) but never which object it belongs to
+# ("the size of the *red square*", among four objects); at 1e-3 that binding emerges with
+# enough steps (benchmarks/lm_reading.py measures both).
 FULL = Recipe(clip_steps=1600, clip_batch=64, clip_captions=2, clip_lr=3e-3, clip_label_weight=1.0,
-              lm_documents=24_000, lm_steps=2500, lm_batch=32, lm_lr=3e-3)
+              lm_documents=40_000, lm_steps=5000, lm_batch=32, lm_lr=1e-3)
 QUICK = Recipe(clip_steps=12, clip_batch=16, clip_captions=2, clip_lr=3e-3, clip_label_weight=1.0,
-               lm_documents=200, lm_steps=12, lm_batch=8, lm_lr=3e-3)
+               lm_documents=200, lm_steps=12, lm_batch=8, lm_lr=1e-3)
+WARMUP_RATIO = 0.03   # both trainings warm up over 3 % of their steps, then decay (train.lr_factor)
 
 
 # ----------------------------------------------------------------------------
@@ -158,7 +165,7 @@ DOCUMENT_KINDS = {
     # questions over a written scene, answered in full sentences (LLaVA's conversations)
     "conversation": (4, "vicuna_v1", lambda ann, rng: _chat(rules.conversation_qa(ann, rng, rng.randint(4, 8)), ann)),
     # the same facts in one word, with LLaVA-1.5's format prompt (its VQA data)
-    "short_answer": (3, "vicuna_v1", lambda ann, rng: _chat(rules.short_answer_qa(ann, rng, rng.randint(4, 8)), ann)),
+    "short_answer": (5, "vicuna_v1", lambda ann, rng: _chat(rules.short_answer_qa(ann, rng, rng.randint(4, 8)), ann)),
     "detail": (1, "vicuna_v1", lambda ann, rng: _chat(
         [(rng.choice(DETAIL_INSTRUCTIONS), rules.detailed_description(ann, rng))], ann)),
     "reasoning": (1, "vicuna_v1", lambda ann, rng: _chat([rules.complex_reasoning(ann, rng)], ann)),
@@ -373,7 +380,8 @@ def train_clip(tokenizer, recipe: Recipe, log=print) -> tuple[ToyCLIP, list[floa
     rng = random.Random(f"clip-{recipe.seed}")
     losses, B, K = [], recipe.clip_batch, recipe.clip_captions
     for step in range(recipe.clip_steps):
-        _set_lr(optimizer, recipe.clip_lr, step, recipe.clip_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.clip_lr * lr_factor(step, recipe.clip_steps, WARMUP_RATIO)
         scenes = [make_scene(s) for s in TRAIN_SEEDS[step * B:(step + 1) * B]]
         picks = [rng.sample(range(5), K) for _ in scenes]
         captions = [s.captions()[p[k]] for k in range(K) for s, p in zip(scenes, picks)]
@@ -430,7 +438,8 @@ def train_lm(tokenizer, samples: list[dict], recipe: Recipe, log=print,
             batches = batch_schedule(len(samples), recipe.lm_batch, recipe.seed, epoch, lengths)
             epoch += 1
         batch = collate([samples[i] for i in batches.pop()], tokenizer.pad_token_id)
-        _set_lr(optimizer, recipe.lm_lr, step, recipe.lm_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.lm_lr * lr_factor(step, recipe.lm_steps, WARMUP_RATIO)
         hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         # Logits only where a supervised token is predicted (position t predicts t + 1):
         # the answers are about a third of the tokens, and the output layer is the widest.
@@ -448,15 +457,6 @@ def train_lm(tokenizer, samples: list[dict], recipe: Recipe, log=print,
 
 # ----------------------------------------------------------------------------
 # Shared training helpers
-
-def _set_lr(optimizer, peak: float, step: int, total: int, warmup: float = 0.03) -> None:
-    """Linear warm-up over the first 3 % of the steps, then cosine decay to zero."""
-    n_warmup = max(1, round(warmup * total))
-    scale = (step + 1) / n_warmup if step < n_warmup else \
-        0.5 * (1 + math.cos(math.pi * (step - n_warmup) / max(1, total - n_warmup)))
-    for group in optimizer.param_groups:
-        group["lr"] = peak * scale
-
 
 def _log_progress(log, name: str, step: int, total: int, losses: list[float]) -> None:
     every = max(1, total // 10)
@@ -651,13 +651,31 @@ def knowledge_accuracy(lm: LlamaForCausalLM, tokenizer, n: int = 200) -> float:
     return sum(p == a for p, (_, a) in zip(predicted, pairs)) / n
 
 
-def scene_qa_accuracy(lm: LlamaForCausalLM, tokenizer, n: int = 200) -> float:
-    """Exact-match accuracy of one-word answers about written held-out scenes."""
-    questions, answers = [], []
-    for i, scene in enumerate(held_out_scenes(n, offset=200_000)):
-        annotation = scene.annotation()
-        (q, a), = rules.short_answer_qa(annotation, random.Random(i), 1)
-        questions.append(written_scene_turn(annotation, q))
-        answers.append(a)
-    predicted = answer(lm, tokenizer, questions, max_new_tokens=8)
-    return sum(p == a for p, a in zip(predicted, answers)) / n
+def scene_reading(lm: LlamaForCausalLM, tokenizer, n_scenes: int = 300, questions=None,
+                  one_object: bool = False) -> dict:
+    """Does the LM read a written scene? Held-out questions asked after their own scene's text
+    and after another scene's: what the model reads is the difference.
+
+    questions: (annotation, rng) -> [(question, answer)], default two of rules.short_answer_qa's
+    one-word questions per scene. one_object: only scenes with one object (nothing to tell apart).
+    Returns {"own scene": {"accuracy", "by_topic"}, "another scene": {...}, "gap", "gap_by_topic",
+    "questions"}; each question is asked in a fresh vicuna_v1 chat and scored by exact match.
+    """
+    questions = questions or (lambda annotation, rng: rules.short_answer_qa(annotation, rng, 2))
+    pool = held_out_scenes(20 * n_scenes + 1 if one_object else n_scenes + 1, offset=300_000)
+    scenes = [s.annotation() for s in pool if not one_object or len(s.objects) == 1][:n_scenes + 1]
+    rng = random.Random("scene-reading")
+    items = [(i, q, a) for i in range(n_scenes) for q, a in questions(scenes[i], rng)]
+    result = {}
+    for name, shift in (("own scene", 0), ("another scene", 1)):
+        prompts = [written_scene_turn(scenes[i + shift], q) for i, q, _ in items]
+        answers = [a for chunk in range(0, len(prompts), 100)
+                   for a in answer(lm, tokenizer, prompts[chunk:chunk + 100], max_new_tokens=8)]
+        samples = [{"prompt": q, "result": {"accuracy": float(p == a)}} for p, (_, q, a) in zip(answers, items)]
+        result[name] = {"accuracy": sum(s["result"]["accuracy"] for s in samples) / len(samples),
+                        "by_topic": {t: v["accuracy"] for t, v in accuracy_by_topic(samples).items()}}
+    own, other = result["own scene"], result["another scene"]
+    result["gap"] = own["accuracy"] - other["accuracy"]
+    result["gap_by_topic"] = {t: own["by_topic"][t] - other["by_topic"][t] for t in own["by_topic"]}
+    result["questions"] = len(items)
+    return result

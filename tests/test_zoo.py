@@ -24,6 +24,15 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+# The toy-lm's reading gate (pretrain.scene_reading): accuracy with the question's own scene
+# written out, and how much of it is lost with another scene's text, overall and per topic.
+# Measured on the shipped toy-lm (150 scenes): 0.79 own, gap 0.38; topic gaps 0.41 to 0.81,
+# except size (-0.11) and relation (0.00): it does not yet read which size belongs to the
+# named object, nor compare two objects' positions (issue 6's closing notes).
+OWN_SCENE_GATE, GAP_GATE, TOPIC_GAP_GATE = 0.75, 0.3, 0.3
+READ_TOPICS = ("presence", "count", "colour", "shape", "position")
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return zoo.load_tokenizer("toy-lm")
@@ -104,9 +113,30 @@ def test_gate_knowledge_questions(tokenizer):
     assert pretrain.knowledge_accuracy(zoo.load("toy-lm"), tokenizer) >= 0.90
 
 
-def test_lm_answers_about_a_written_scene(tokenizer):
-    """The skill stage 2 builds on; its gate is loose, the number is in the report."""
-    assert pretrain.scene_qa_accuracy(zoo.load("toy-lm"), tokenizer, n=100) >= 0.5
+def test_gate_lm_reads_a_written_scene(tokenizer):
+    """The skill stage 2 builds on: answers come from the scene's text, not from the question.
+
+    Each question is asked after its own scene and after another scene's: a model that
+    answered from the question alone would score the same twice.
+    """
+    result = pretrain.scene_reading(zoo.load("toy-lm"), tokenizer, n_scenes=150)
+    assert result["own scene"]["accuracy"] >= OWN_SCENE_GATE and result["gap"] >= GAP_GATE, result
+    assert all(result["gap_by_topic"][t] >= TOPIC_GAP_GATE for t in READ_TOPICS), result["gap_by_topic"]
+
+
+def test_gate_reading_fails_on_a_guesser(monkeypatch):
+    """The same measurement gives a model that does not read no gap, and one that does a full one."""
+    def read_background(lm, tokenizer, prompts, max_new_tokens):
+        # The scene's first words name the background: "On a gray background, ..."
+        return [p.split(" background")[0].split()[-1] for p in prompts]
+
+    background = lambda annotation, rng: [("What colour is the background?", annotation["background"])]  # noqa: E731
+    monkeypatch.setattr(pretrain, "answer", read_background)
+    result = pretrain.scene_reading(None, None, n_scenes=30, questions=background)
+    assert result["own scene"]["accuracy"] == 1.0 and result["gap"] > 0.4
+    monkeypatch.setattr(pretrain, "answer", lambda lm, tokenizer, prompts, max_new_tokens: ["gray"] * len(prompts))
+    guess = pretrain.scene_reading(None, None, n_scenes=30, questions=background)
+    assert guess["gap"] == 0.0 and guess["own scene"]["accuracy"] < OWN_SCENE_GATE
 
 
 def test_batched_answers_equal_one_by_one(tokenizer):
