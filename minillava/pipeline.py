@@ -96,7 +96,8 @@ class PipelineConfig:
     # stage 2: instruction tuning. LLaVA's 2e-5 is for a 7B language model that already chats,
     # over 5K steps of 128 samples; the 0.56M-parameter toy LM, given a few hundred steps,
     # barely moves at that rate. Small models take far larger steps (the toy LM was itself
-    # pretrained at 3e-3), so the toy preset uses 3e-4 (1e-3 and 3e-3 measured no better).
+    # pretrained at 1e-3), so the toy preset uses 3e-4 (with an earlier toy LM, 1e-3 and 3e-3
+    # measured no better; chapter 7 shows 3e-3 wiping out the current one's knowledge).
     stage2_steps: int = _option(500, "stage-2 optimizer steps")
     stage2_batch: int = _option(16, "stage-2 micro-batch size")
     stage2_lr: float = _option(3e-4, "stage-2 peak learning rate (LLaVA: 2e-5 for 7B models)")

@@ -16,7 +16,7 @@ here from the toy world:
    toy version of Vicuna's skills: stage 1 then only has to make images readable as
    such words, and stage 2 learns fast.
 
-    minillava zoo build            # rewrites minillava/weights/ (about 30 minutes on a 2-core CPU)
+    minillava zoo build            # rewrites minillava/weights/ (about 47 minutes on a 2-core CPU)
     minillava zoo build --quick    # a few steps of everything, for tests (seconds)
 
 Everything is drawn from fixed seeds in a fixed order, so a rebuild sees the same data;
