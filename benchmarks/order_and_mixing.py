@@ -13,7 +13,7 @@ mixing  (chapter 7) after one shared stage 1: the full stage-2 mixture against t
         text-only chats. Measured: short-answer VQA accuracy, the length of those answers, and
         exact-match accuracy on text-only knowledge questions.
 
-The stored results were made by these two commands (272 s and 268 s of one CPU thread, the
+The stored results were made by these two commands (280 s and 274 s of one CPU thread, the
 machine's other core busy; more on a busier machine):
 
     python benchmarks/order_and_mixing.py order

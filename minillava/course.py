@@ -155,6 +155,8 @@ def artifact(name: str, recipe: dict, build: Callable[[Path], None]) -> Path:
     folder = cache_dir() / f"{name}-{fingerprint(recipe)[:16]}"
     if (folder / "recipe.json").is_file():
         return folder
+    for leftover in _abandoned(folder.parent):
+        shutil.rmtree(leftover, ignore_errors=True)
     scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -168,6 +170,30 @@ def artifact(name: str, recipe: dict, build: Callable[[Path], None]) -> Path:
     for old in _superseded(folder, name, recipe):
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _abandoned(cache: Path) -> list[Path]:
+    """Scratch folders of killed builds: ``<entry>.partial-<pid>`` whose process is gone.
+
+    A build that fails cleans up after itself; one that is killed (a notebook kernel
+    restarted mid-build) cannot, and its scratch would otherwise stay forever.
+    """
+    found = []
+    for scratch in cache.glob("*.partial-*"):
+        pid = scratch.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _running(int(pid)):
+            found.append(scratch)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)   # signal 0: no signal, only the check that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, under another user
+        return True
+    return True
 
 
 def _superseded(folder: Path, name: str, recipe: dict) -> list[Path]:

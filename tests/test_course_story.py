@@ -6,7 +6,10 @@ fixture); the cache with small builds whose calls are counted.
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -152,6 +155,19 @@ def test_a_failed_build_leaves_nothing_that_looks_finished(private_cache):
     assert list(private_cache.iterdir()) == []
     done = course.artifact("broken", {}, lambda folder: (folder / "whole.txt").write_text("whole"))
     assert sorted(p.name for p in done.iterdir()) == ["recipe.json", "whole.txt"]
+
+
+def test_a_killed_builds_scratch_goes_at_the_next_build(private_cache):
+    """A killed process cannot clean up its scratch folder; the next build removes it, but not
+    the scratch of a build that is still running."""
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()   # a process that is gone now
+    dead = private_cache / f"answer-0123.partial-{finished.pid}"
+    alive = private_cache / f"other-4567.partial-{os.getppid()}"
+    for folder in (dead, alive):
+        folder.mkdir(parents=True)
+    course.artifact("answer", {"question": "life"}, lambda folder: (folder / "result.txt").write_text("42"))
+    assert not dead.exists() and alive.exists()
 
 
 def test_the_fingerprint_follows_the_recipe_and_the_package(monkeypatch, tmp_path):
