@@ -55,12 +55,9 @@ def chats(task: str, seeds, seed: int = 0) -> list[tuple[str, list[dict]]]:
     documents = []
     for s in seeds:
         annotation = make_scene(s).annotation()
-        messages = []
-        for i, (q, a) in enumerate(TASKS[task](annotation, rng)):
-            q = pretrain.written_scene_turn(annotation, q) if i == 0 else q
-            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        if messages:
-            documents.append(("vicuna_v1", messages))
+        pairs = TASKS[task](annotation, rng)
+        if pairs:
+            documents.append(("vicuna_v1", pretrain.to_messages(pairs, annotation)))
     return documents
 
 

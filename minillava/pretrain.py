@@ -54,7 +54,7 @@ from minillava.eval.failures import accuracy_by_topic
 from minillava.image import CLIP_MEAN, CLIP_STD, normalize
 from minillava.splicing import IGNORE_INDEX
 from minillava.toyworld import CATEGORIES, COLORS, SHAPES, VARIANTS, Scene, make_scene, render
-from minillava.train import lr_factor
+from minillava.train import set_lr
 from minillava.vision import VisionTower
 from minillava.zoo import MANIFEST, sha256
 
@@ -97,7 +97,7 @@ FULL = Recipe(clip_steps=1600, clip_batch=64, clip_captions=2, clip_lr=3e-3, cli
               lm_documents=40_000, lm_steps=5000, lm_batch=32, lm_lr=1e-3)
 QUICK = Recipe(clip_steps=12, clip_batch=16, clip_captions=2, clip_lr=3e-3, clip_label_weight=1.0,
                lm_documents=200, lm_steps=12, lm_batch=8, lm_lr=1e-3)
-WARMUP_RATIO = 0.03   # both trainings warm up over 3 % of their steps, then decay (train.lr_factor)
+WARMUP_RATIO = 0.03   # both trainings warm up over 3 % of their steps, then decay (train.set_lr)
 
 
 # ----------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def written_scene_turn(annotation: dict, instruction: str) -> str:
     return rules.scene_text(annotation) + "\n" + instruction
 
 
-def _chat(pairs: list[tuple[str, str]], annotation: dict | None = None) -> list[dict]:
+def to_messages(pairs: list[tuple[str, str]], annotation: dict | None = None) -> list[dict]:
     """(question, answer) pairs -> messages; the written scene opens the first question."""
     messages = []
     for i, (q, a) in enumerate(pairs):
@@ -163,21 +163,23 @@ def _chat(pairs: list[tuple[str, str]], annotation: dict | None = None) -> list[
 # Each kind of document: (weight, template, how to write it from a scene and an rng).
 DOCUMENT_KINDS = {
     # questions over a written scene, answered in full sentences (LLaVA's conversations)
-    "conversation": (4, "vicuna_v1", lambda ann, rng: _chat(rules.conversation_qa(ann, rng, rng.randint(4, 8)), ann)),
+    "conversation": (4, "vicuna_v1", lambda ann, rng: to_messages(
+        rules.conversation_qa(ann, rng, rng.randint(4, 8)), ann)),
     # the same facts in one word, with LLaVA-1.5's format prompt (its VQA data)
-    "short_answer": (5, "vicuna_v1", lambda ann, rng: _chat(rules.short_answer_qa(ann, rng, rng.randint(4, 8)), ann)),
-    "detail": (1, "vicuna_v1", lambda ann, rng: _chat(
+    "short_answer": (5, "vicuna_v1", lambda ann, rng: to_messages(
+        rules.short_answer_qa(ann, rng, rng.randint(4, 8)), ann)),
+    "detail": (1, "vicuna_v1", lambda ann, rng: to_messages(
         [(rng.choice(DETAIL_INSTRUCTIONS), rules.detailed_description(ann, rng))], ann)),
-    "reasoning": (1, "vicuna_v1", lambda ann, rng: _chat([rules.complex_reasoning(ann, rng)], ann)),
-    "brief": (1, "vicuna_v1", lambda ann, rng: _chat(
+    "reasoning": (1, "vicuna_v1", lambda ann, rng: to_messages([rules.complex_reasoning(ann, rng)], ann)),
+    "brief": (1, "vicuna_v1", lambda ann, rng: to_messages(
         [(rng.choice(BRIEF_INSTRUCTIONS), rng.choice(Scene.from_annotation(ann).captions()))], ann)),
     # a caption alone in stage 1's layout ("<image>" + caption + "\n", here without the image)
-    "caption": (1, "plain", lambda ann, rng: _chat(
+    "caption": (1, "plain", lambda ann, rng: to_messages(
         [("", rng.choice(Scene.from_annotation(ann).captions()))])),
     # text-only chats: greetings and world knowledge (ShareGPT's place in the LLaVA mix)
-    "chat": (1, "vicuna_v1", lambda ann, rng: _chat(rules.text_only_chat(rng))),
+    "chat": (1, "vicuna_v1", lambda ann, rng: to_messages(rules.text_only_chat(rng))),
     # many knowledge questions in one chat: more facts per system prompt
-    "knowledge": (2, "vicuna_v1", lambda ann, rng: _chat(rules.knowledge_qa(rng, rng.randint(4, 8)))),
+    "knowledge": (2, "vicuna_v1", lambda ann, rng: to_messages(rules.knowledge_qa(rng, rng.randint(4, 8)))),
 }
 
 
@@ -380,8 +382,7 @@ def train_clip(tokenizer, recipe: Recipe, log=print) -> tuple[ToyCLIP, list[floa
     rng = random.Random(f"clip-{recipe.seed}")
     losses, B, K = [], recipe.clip_batch, recipe.clip_captions
     for step in range(recipe.clip_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = recipe.clip_lr * lr_factor(step, recipe.clip_steps, WARMUP_RATIO)
+        set_lr(optimizer, recipe.clip_lr, step, recipe.clip_steps, WARMUP_RATIO)
         scenes = [make_scene(s) for s in TRAIN_SEEDS[step * B:(step + 1) * B]]
         picks = [rng.sample(range(5), K) for _ in scenes]
         captions = [s.captions()[p[k]] for k in range(K) for s, p in zip(scenes, picks)]
@@ -438,8 +439,7 @@ def train_lm(tokenizer, samples: list[dict], recipe: Recipe, log=print,
             batches = batch_schedule(len(samples), recipe.lm_batch, recipe.seed, epoch, lengths)
             epoch += 1
         batch = collate([samples[i] for i in batches.pop()], tokenizer.pad_token_id)
-        for group in optimizer.param_groups:
-            group["lr"] = recipe.lm_lr * lr_factor(step, recipe.lm_steps, WARMUP_RATIO)
+        set_lr(optimizer, recipe.lm_lr, step, recipe.lm_steps, WARMUP_RATIO)
         hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         # Logits only where a supervised token is predicted (position t predicts t + 1):
         # the answers are about a third of the tokens, and the output layer is the widest.

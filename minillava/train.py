@@ -114,6 +114,12 @@ def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+
+def set_lr(optimizer, peak: float, step: int, total: int, warmup_ratio: float) -> None:
+    """Every parameter group's learning rate at ``step``: peak * lr_factor."""
+    for group in optimizer.param_groups:
+        group["lr"] = peak * lr_factor(step, total, warmup_ratio)
+
 def _micro_batches(stage: Stage, n: int, world: int, lengths, has_image) -> list[list[int]]:
     """Every micro-batch of the run (global, i.e. across processes), epoch after epoch."""
     grouped = (lengths, has_image) if stage.group_by_length and lengths is not None else (None, None)
@@ -210,8 +216,7 @@ def train(
     end = total if stop_after is None else min(total, start + stop_after)
     for step in range(start, end):
         _set_modes(model, stage.trainable)
-        for group in opt.param_groups:
-            group["lr"] = stage.lr * lr_factor(step, total, stage.warmup_ratio)
+        set_lr(opt, stage.lr, step, total, stage.warmup_ratio)
         loss_sum, n_tokens, n_positions = torch.zeros((), device=device), 0, 0
         chunk = micro[step * stage.grad_accum: (step + 1) * stage.grad_accum]
         for k, indices in enumerate(chunk):
