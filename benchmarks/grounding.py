@@ -31,14 +31,10 @@ from pathlib import Path
 
 import torch
 
-from minillava.chat import Assistant
 from minillava.data.mix import Source, mix
-from minillava.eval.assistants import ChatAssistant
-from minillava.eval.failures import accuracy_by_topic
-from minillava.eval.suite import run_suite
 from minillava.toyworld import CATEGORIES, make_scene
 from minillava.train import STAGE1, STAGE2, train
-from order_and_mixing import WEIGHTS, Toy, run_stage
+from order_and_mixing import WEIGHTS, Toy, evaluate, run_stage
 
 VARIANTS = {
     "default": {"weights": dict(WEIGHTS)},
@@ -66,14 +62,6 @@ def presence_records(records: list[dict], seed: int = 0) -> list[dict]:
                       {"from": "gpt", "value": answer}]
         out.append({"id": f"{record['id']}-presence", "image": record["image"], "conversations": turns})
     return out
-
-
-def measure(toy: Toy, scenes: int) -> dict:
-    chat = Assistant(toy.model.eval(), toy.tokenizer, toy.processor, max_new_tokens=24)
-    vqa, pope = run_suite(ChatAssistant(chat), ["toy_vqa", "pope_random"], scenes, 0, batch_size=64).results
-    return {"vqa_accuracy": round(vqa.metrics["accuracy"], 4), "pope_f1": round(pope.metrics["f1"], 4),
-            "pope_yes_ratio": round(pope.metrics["yes_ratio"], 4),
-            "vqa_by_topic": {t: round(v["accuracy"], 3) for t, v in accuracy_by_topic(vqa.samples).items()}}
 
 
 def main(argv=None) -> dict:
@@ -111,7 +99,7 @@ def main(argv=None) -> dict:
             results[name] = {"weights": weights, "stage1_template": template, "mixture": table,
                              "points": run_stage(toy, stage2, toy.dataset(records, "vicuna_v1"),
                                                  Path(work) / name.replace(" ", "-"), args.eval_every, 0,
-                                                 lambda: measure(toy, args.eval_scenes))}
+                                                 lambda: evaluate(toy, args.eval_scenes, max_new_tokens=24, by_topic=True))}
     record = {"settings": {k: v for k, v in vars(args).items() if k != "out"} | {"stage1_lr": 1e-3, "stage2_lr": 3e-4},
               "seconds": round(time.perf_counter() - tic), "variants": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

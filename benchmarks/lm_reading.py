@@ -15,6 +15,7 @@ measure it the same way, to tell *which* kind of reading the architecture learns
                  find the object named in the question and read the word beside it
 
     python benchmarks/lm_reading.py                                  # the shipped toy-lm
+    python benchmarks/lm_reading.py --lm /tmp/candidate/toy-lm       # a toy-lm built elsewhere
     python benchmarks/lm_reading.py --train background --steps 400
     python benchmarks/lm_reading.py --train attributes --steps 800
 
@@ -89,6 +90,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--scenes", type=int, default=12_000, help="training scenes (with --train)")
     parser.add_argument("--eval-scenes", type=int, default=300)
+    parser.add_argument("--lm", default="toy-lm",
+                        help="the LM to measure (a zoo name or a folder with its tokenizer), e.g. a candidate "
+                             "toy-lm trained by pretrain.make_lm before it replaces the shipped one")
     parser.add_argument("--layers", type=int, default=2, help="layers of the fresh LM (with --train)")
     parser.add_argument("--heads", type=int, default=4, help="attention heads of the fresh LM (with --train)")
     parser.add_argument("--one-object", action="store_true",
@@ -97,7 +101,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    tokenizer = zoo.load_tokenizer()
+    tokenizer = zoo.load_tokenizer(args.lm)
     if args.train:
         lm, final_loss = train_on(args.train, tokenizer, args.scenes, args.steps, args.batch, args.lr,
                                   args.layers, args.heads, args.one_object)
@@ -106,8 +110,8 @@ def main(argv=None) -> dict:
                   "steps": args.steps, "lr": args.lr, "final_loss": final_loss,
                   "reading": reading(lm, tokenizer, args.train, args.eval_scenes, args.one_object)}
     else:
-        record = {"lm": "shipped toy-lm", "reading": reading(zoo.load("toy-lm"), tokenizer, "short answers",
-                                                             args.eval_scenes)}
+        name = "shipped toy-lm" if args.lm == "toy-lm" else args.lm
+        record = {"lm": name, "reading": reading(zoo.load(args.lm), tokenizer, "short answers", args.eval_scenes)}
     record["seconds"] = round(time.perf_counter() - start, 1)
     r = record["reading"]
     print(f"{record['lm']}: {r['questions']} questions, accuracy {r['own scene']['accuracy']:.3f} with its own "

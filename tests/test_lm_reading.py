@@ -30,3 +30,23 @@ def test_a_reduced_training_run(tmp_path):
     assert record["steps"] == 2 and record["reading"]["questions"] == 3
     assert set(record["reading"]["gap_by_topic"]) == {"colour"}
     assert (tmp_path / "r.json").exists()
+
+
+def test_measures_the_lm_it_is_given(tmp_path):
+    """--lm reads a candidate from a folder: an untrained LM answers nothing right where the
+    shipped one (measured the same way) does."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from minillava import pretrain, zoo
+
+    tokenizer = zoo.load_tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(pretrain.lm_config(tokenizer)).save_pretrained(tmp_path / "fresh")
+    tokenizer.save_pretrained(tmp_path / "fresh")
+    fresh = lm_reading.main(["--lm", str(tmp_path / "fresh"), "--eval-scenes", "4"])
+    shipped = lm_reading.main(["--eval-scenes", "4"])
+    assert fresh["lm"] == str(tmp_path / "fresh") and shipped["lm"] == "shipped toy-lm"
+    assert fresh["reading"]["questions"] == shipped["reading"]["questions"] == 8
+    assert fresh["reading"]["own scene"]["accuracy"] == 0.0
+    assert shipped["reading"]["own scene"]["accuracy"] >= 0.5
