@@ -1,0 +1,192 @@
+"""Stage-2 training at LLaVA-1.5's vision size on a GPU: step time and model FLOPs utilisation.
+
+The toy backbones say nothing about speed at real scale, so this builds random-initialised
+backbones of real shapes -- a CLIP ViT-L/14-336-shaped tower (576 patches of width 1024, read
+at layer -2 as LLaVA-1.5 does) and a ~0.47 B-parameter LLaMA-shaped language model -- joins them
+with the MLP projector, and runs ``minillava.train`` on synthetic stage-2 samples (one image, 512
+text tokens) in bf16 autocast, as the pipeline trains on CUDA. Nothing is downloaded.
+
+    python benchmarks/bench_real_size.py                         # the real-size preset, on CUDA
+    python benchmarks/bench_real_size.py --batch 4 --gradient-checkpointing
+    python benchmarks/bench_real_size.py --preset tiny --device cpu --steps 2   # a smoke run
+
+FLOPs are counted, not estimated: one forward + backward of a micro-batch runs under
+``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention). That count is
+the *model* FLOPs only without recomputation, so it is taken with gradient checkpointing off;
+MFU = model FLOPs per step / step time / the GPU's peak dense bf16 FLOP/s. As a cross-check
+the script prints the textbook estimate (``analytic_flops``): 6 x trainable matmul parameters
+x tokens, plus attention, plus the frozen tower's forward pass; the two agree within a few per
+cent (tests/test_bench_real_size.py).
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+from minillava.data.batching import collate
+from minillava.model import MiniLlava, MiniLlavaConfig
+from minillava.train import STAGE2, train
+
+# Peak dense bf16 tensor-core FLOP/s by device name (vendor data sheets, SXM parts).
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+PRESETS = {
+    # LLaVA-1.5's tower shape; a LLaMA shape of about half a billion parameters.
+    "real": {"vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                            image_size=336, patch_size=14),
+             "language": dict(vocab_size=32000, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                              num_attention_heads=16, num_key_value_heads=16),
+             "text_tokens": 512},
+    "tiny": {"vision": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                            image_size=56, patch_size=14),
+             "language": dict(vocab_size=512, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=4),
+             "text_tokens": 48},
+}
+
+
+def build(preset: str, seed: int = 0, attention: str = "sdpa") -> MiniLlava:
+    """A MiniLlava of the preset's shapes, random weights; the last vocabulary id is the image placeholder.
+
+    attention: transformers' attn_implementation. The FLOP counter sees SDPA's fused kernels on
+    CUDA but not on the CPU; "eager" attention is plain matmuls, which it counts everywhere.
+    """
+    shapes = PRESETS[preset]
+    torch.manual_seed(seed)
+    tower = CLIPVisionModel(CLIPVisionConfig(**shapes["vision"], attn_implementation=attention))
+    lm = LlamaForCausalLM(LlamaConfig(**shapes["language"], max_position_embeddings=4096, attn_implementation=attention,
+                                      pad_token_id=0, bos_token_id=1, eos_token_id=2))
+    config = MiniLlavaConfig(image_token_id=lm.config.vocab_size - 1, projector="mlp2x_gelu")
+    return MiniLlava(config, tower, lm)
+
+
+def samples(model: MiniLlava, n: int, text_tokens: int, seed: int = 0) -> list[dict]:
+    """n stage-2-like samples: a prompt with one image, then an answer (the supervised half)."""
+    g = torch.Generator().manual_seed(seed)
+    size = model.vision_tower.model.config.image_size
+    image_id = model.config.image_token_id   # the last id: text ids are drawn below it
+    out = []
+    for _ in range(n):
+        ids = [1, image_id] + torch.randint(3, image_id, (text_tokens - 1,), generator=g).tolist()
+        half = len(ids) // 2
+        out.append({"input_ids": ids, "labels": [-100] * half + ids[half:],
+                    "pixel_values": torch.randn(1, 3, size, size, generator=g)})
+    return out
+
+
+def counted_flops(model: MiniLlava, batch: dict, device: torch.device) -> int:
+    """FLOPs of one forward + backward of ``batch`` as stage 2 runs it (tower frozen), counted by torch."""
+    for name, module in (("vision_tower", model.vision_tower), ("projector", model.projector),
+                         ("language_model", model.language_model)):
+        module.requires_grad_(name != "vision_tower")
+    model.to(device).train()
+    model.vision_tower.eval()
+    batch = {k: v.to(device) if v is not None else None for k, v in batch.items()}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    counter = FlopCounterMode(display=False)
+    with counter, autocast:
+        model(**batch).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def analytic_flops(model: MiniLlava, batch: dict) -> int:
+    """The textbook count of the same step: 2 FLOPs per multiply-add; backward costs twice the forward.
+
+    language model + projector (trained): 3 x (2 x matmul weights x positions + causal attention
+        counted in full, 2 x 2 x positions^2 x width per layer, as the counter does)
+    vision tower (frozen, forward only): 2 x matmul weights x patches + attention, per image
+    """
+    lm, vision = model.language_model.config, model.vision_tower.model.config
+    b, text = batch["input_ids"].shape
+    images = batch["pixel_values"].shape[0]
+    patches = (vision.image_size // vision.patch_size) ** 2
+    positions = text - 1 + patches   # each placeholder becomes the image's tokens
+
+    def matmul_weights(module) -> int:
+        return sum(p.numel() for n, p in module.named_parameters() if p.dim() == 2 and "embed" not in n)
+
+    lm_linear = matmul_weights(model.language_model.model.layers) + lm.vocab_size * lm.hidden_size   # + the head
+    lm_forward = b * (2 * lm_linear * positions + lm.num_hidden_layers * 4 * positions ** 2 * lm.hidden_size)
+    projector_forward = 2 * matmul_weights(model.projector) * images * patches
+    tokens = patches + 1   # the tower attends over its CLS token too
+    v = vision.hidden_size
+    tower_forward = images * (2 * matmul_weights(model.vision_tower.model.encoder) * tokens
+                              + vision.num_hidden_layers * 4 * tokens ** 2 * v
+                              + 2 * 3 * vision.patch_size ** 2 * v * patches)   # the patch convolution
+    return 3 * (lm_forward + projector_forward) + tower_forward
+
+
+def peak_flops(device: torch.device, override: float | None) -> float | None:
+    if override:
+        return override * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+
+def step_times(metrics: list[dict]) -> list[float]:
+    """Seconds of each step, from train()'s metrics (cumulative positions / cumulative positions per second)."""
+    seen, ends = 0, []
+    for record in metrics:
+        seen += record["tokens"]
+        ends.append(seen / record["tokens_per_s"])
+    return [b - a for a, b in zip([0.0] + ends, ends)]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=list(PRESETS), default="real")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch", type=int, default=8, help="samples per step")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps, after --warmup steps")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="peak dense bf16 TFLOP/s of the device, if its name is not in PEAK_BF16")
+    parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    model = build(args.preset)
+    data = samples(model, args.batch * (args.warmup + args.steps), PRESETS[args.preset]["text_tokens"])
+    batch = collate(data[:args.batch], pad_token_id=0)
+    flops, estimate = counted_flops(model, batch, device), analytic_flops(model, batch)
+    stage = dataclasses.replace(STAGE2, batch_size=args.batch, max_steps=args.warmup + args.steps,
+                                gradient_checkpointing=args.gradient_checkpointing, group_by_length=False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with tempfile.TemporaryDirectory() as out:
+        result = train(model, stage, data, out, device=device, progress=False)
+    seconds = sum(step_times(result.metrics)[args.warmup:]) / args.steps
+    peak = peak_flops(device, args.peak_tflops)
+    record = {
+        "preset": args.preset, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "batch": args.batch, "positions_per_sample": int(batch["input_ids"].shape[1]) - 1
+        + (model.vision_tower.model.config.image_size // model.vision_tower.model.config.patch_size) ** 2,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "parameters": {name: sum(p.numel() for p in getattr(model, name).parameters())
+                       for name in ("vision_tower", "projector", "language_model")},
+        "step_seconds": seconds, "positions_per_s": result.metrics[-1]["tokens"] / seconds,
+        "model_tflops_per_step": flops / 1e12, "analytic_tflops_per_step": estimate / 1e12,
+        "achieved_tflops_per_s": flops / seconds / 1e12,
+        "mfu": flops / seconds / peak if peak else None,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None,
+        "final_loss": result.final_loss,
+    }
+    print("| quantity | value |\n|---|---:|")
+    for key, value in record.items():
+        print(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+if __name__ == "__main__":
+    main()
