@@ -1,6 +1,7 @@
 """The shipped toy backbones' quality gates, each with the time it takes.
 
-tests/test_zoo.py asserts the thresholds; this prints the measured numbers and how long
+tests/test_zoo.py asserts the thresholds; this prints the measured numbers (and one diagnostic,
+whether a vision token's features say where it is) and how long
 each measurement took on this machine (one torch thread), for the README and the notes.
 
     python benchmarks/bench_zoo.py
@@ -23,6 +24,8 @@ def main() -> None:
     torch.set_num_threads(1)
     tokenizer, lm = zoo.load_tokenizer("toy-lm"), zoo.load("toy-lm")
     timed("linear probe", lambda: {k: round(v, 3) for k, v in pretrain.linear_probe(zoo.load("toy-vision")).items()})
+    # Not a gate: what the tower lacks next to a ViT (pretrain.token_position_probe says why it matters).
+    timed("token knows its place", lambda: pretrain.token_position_probe(zoo.load("toy-vision")))
     timed("retrieval top-1 of 32", lambda: round(pretrain.retrieval_accuracy(zoo.load("toy-clip"), tokenizer), 3))
     timed("knowledge QA", lambda: round(pretrain.knowledge_accuracy(lm, tokenizer), 3))
     timed("written-scene reading", lambda: {k: round(v, 3) for k, v in _reading(lm, tokenizer).items()})

@@ -606,6 +606,41 @@ def linear_probe(vision: nn.Module, n_train: int = 5000, n_test: int = 1000, ste
             "count": (out[:, len(CATEGORIES):].argmax(-1) == count[n_train:]).float().mean().item()}
 
 
+def token_position_probe(vision: nn.Module, n_train: int = 2500, n_test: int = 500, steps: int = 300,
+                         layer: int = VISION_FEATURE_LAYER) -> dict:
+    """Does a token know where it sits? A linear read-out of each token's features alone, asked
+    its index in the token grid, on held-out scenes.
+
+    A ViT adds a position embedding to every patch, so its tokens carry their place into every
+    feature LLaVA reads; a convolution computes the same features wherever an object is, so only
+    the zero padding at the borders tells its tokens apart. The language model sees the tokens in
+    order, but its rotary positions are relative: what a token's *features* do not say about
+    where it is, the answer to "where is the red circle?" has to recover from attention alone.
+    Returns the accuracy over all tokens, per token (rows of the grid) and chance (1 / tokens).
+    """
+    tower = VisionTower(vision.eval(), feature_layer=layer)
+    scenes = held_out_scenes(n_train + n_test, offset=200_000)
+    with torch.no_grad():
+        tokens = torch.cat([tower(scene_pixels(scenes[i:i + 500])) for i in range(0, len(scenes), 500)])
+    n, k, _ = tokens.shape
+    x, y = tokens.reshape(n * k, -1), torch.arange(k).repeat(n)
+    train = slice(0, n_train * k)
+    x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-6)
+    torch.manual_seed(0)
+    probe = nn.Linear(x.shape[1], k)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(probe(x[train]), y[train])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        right = (probe(x[n_train * k:]).argmax(-1) == y[n_train * k:]).float().view(n_test, k).mean(0)
+    side = int(k ** 0.5)
+    return {"accuracy": right.mean().item(), "chance": 1 / k,
+            "by_token": [[round(v, 2) for v in row] for row in right.view(side, -1).tolist()]}
+
+
 @torch.no_grad()
 def retrieval_accuracy(clip: ToyCLIP, tokenizer, n: int = 1024, candidates: int = 32) -> float:
     """Image -> caption retrieval: how often an image's own caption is the best match among

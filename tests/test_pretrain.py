@@ -155,6 +155,29 @@ def test_label_loss_rewards_the_right_labels_and_counts_each_category_fully():
     assert pretrain.label_loss(absent, present, count).item() == pytest.approx(expected.item(), rel=1e-3)
 
 
+def _vit(position_scale: float) -> "CLIPVisionModel":  # noqa: F821
+    """A random 4 x 4-patch ViT whose position embeddings are scaled by ``position_scale``."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    vit = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=4, image_size=64, patch_size=16))
+    with torch.no_grad():
+        table = vit.embeddings.position_embedding.weight
+        table.copy_(torch.randn_like(table) * position_scale)
+    return vit
+
+
+def test_token_position_probe_finds_position_embeddings_and_only_them():
+    # Tokens that carry a strong position embedding are told apart every time; without one,
+    # a ViT's tokens are the same function of their patch wherever it is, so only content is left.
+    placed = pretrain.token_position_probe(_vit(1.0), n_train=100, n_test=50, layer=-1)
+    unplaced = pretrain.token_position_probe(_vit(0.0), n_train=100, n_test=50, layer=-1)
+    assert placed["accuracy"] > 0.95 and placed["chance"] == 1 / 16
+    assert unplaced["accuracy"] < 0.3
+    assert len(placed["by_token"]) == 4 and all(len(row) == 4 for row in placed["by_token"])
+
+
 def test_altered_caption_changes_one_object():
     scene = make_scene(5)
     seen_none = False
