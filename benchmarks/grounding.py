@@ -3,10 +3,10 @@
 `minillava pipeline` misses its quality targets (VQA >= 0.85, POPE F1 >= 0.85) and chapter 9 shows
 why: the assistant answers mostly from the wording of the questions. This script holds the
 experiments behind that diagnosis, so they can be rerun and extended. Every variant starts from
-the same stage 1 (the pipeline's: 300 steps of 32 captions, lr 1e-3, on 3000 toy scenes) and then
-trains stage 2 (batch 16, lr 3e-4) on a different mixture, evaluated along the way on 100 held-out
-scenes: short-answer VQA accuracy (overall and by topic, ``eval.failures``) and POPE (random) F1
-with its yes-ratio.
+the same stage 1 (300 steps of 32 captions, lr 1e-3, on 3000 toy scenes: the pipeline's until it
+moved to 1000 steps) and then trains stage 2 (batch 16, lr 3e-4) on a different mixture,
+evaluated along the way on 100 held-out scenes: short-answer VQA accuracy (overall and by topic,
+``eval.failures``) and POPE (random) F1 with its yes-ratio.
 
     default                the pipeline's mixture (conversation 3, detail 1, complex 1, vqa 3, choice 1, text 1)
     vqa only               only the short-answer questions with the format prompt

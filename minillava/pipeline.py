@@ -89,8 +89,12 @@ class PipelineConfig:
                             "stage-2 source weights of the toy mixture, e.g. vqa=3,text=0 (others keep theirs)")
     max_length: int = _option(2048, "longest spliced sequence; longer text is cut, a sample whose image "
                                     "would be cut is skipped")
-    # stage 1: feature alignment. LLaVA's lr (1e-3) suits the toy projector as well.
-    stage1_steps: int = _option(300, "stage-1 optimizer steps")
+    # stage 1: feature alignment. LLaVA's lr (1e-3) suits the toy projector as well. LLaVA aligns
+    # on 558K captions; 300 steps of 32 left the caption loss still falling (0.64), and the
+    # assistant named shapes that were not there. 1000 steps (about 10 passes over 3000
+    # captions, 70 s more on a CPU) halved that, measured on 300 held-out scenes: CHAIR_s
+    # 0.32 -> 0.17, POPE F1 0.88 -> 0.93, VQA 0.71 -> 0.73 (1200 steps: no better).
+    stage1_steps: int = _option(1000, "stage-1 optimizer steps")
     stage1_batch: int = _option(32, "stage-1 micro-batch size")
     stage1_lr: float = _option(1e-3, "stage-1 peak learning rate")
     # stage 2: instruction tuning. LLaVA's 2e-5 is for a 7B language model that already chats,
