@@ -197,7 +197,7 @@ def train(
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
     if stage.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable()
+        model.language_model.activation_checkpointing_enable()   # recompute activations in backward
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if distributed else model
 
     micro = _micro_batches(stage, len(dataset), world, lengths, has_image)

@@ -90,6 +90,19 @@ def test_accumulation_weights_every_token_equally(tmp_path):
         assert accumulated.metrics[0][key] == pytest.approx(whole.metrics[0][key], rel=1e-5)
 
 
+def test_gradient_checkpointing_recomputes_without_changing_the_step(tmp_path, recwarn):
+    """The switch turns the LM's recomputation on, through transformers' current (not deprecated) call,
+    and a step gives the same loss and gradient as without it."""
+    base = dataclasses.replace(STAGE2, lr=1e-3, batch_size=4, max_steps=2, group_by_length=False)
+    plain_model, plain = run(base, tmp_path / "a")
+    model, checkpointed = run(dataclasses.replace(base, gradient_checkpointing=True), tmp_path / "b")
+    assert model.language_model.is_activation_checkpointing and not plain_model.language_model.is_activation_checkpointing
+    for a, b in zip(plain.metrics, checkpointed.metrics):
+        for key in ("loss", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5)
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
+
+
 def test_killed_and_resumed_run_ends_bitwise_equal(tmp_path):
     stage = dataclasses.replace(STAGE2, lr=1e-3, batch_size=3, grad_accum=2, max_steps=4, save_every=2)
     uninterrupted, _ = run(stage, tmp_path / "a")
