@@ -20,7 +20,6 @@ cent (tests/test_bench_real_size.py).
 """
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import tempfile
@@ -32,7 +31,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 
 from minillava.data.batching import collate
 from minillava.model import MiniLlava, MiniLlavaConfig
-from minillava.train import STAGE2, train
+from minillava.train import STAGE2, mixed_precision, set_trainable, train
 
 # Peak dense bf16 tensor-core FLOP/s by device name (vendor data sheets, SXM parts).
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -82,15 +81,12 @@ def samples(model: MiniLlava, n: int, text_tokens: int, seed: int = 0) -> list[d
 
 def counted_flops(model: MiniLlava, batch: dict, device: torch.device) -> int:
     """FLOPs of one forward + backward of ``batch`` as stage 2 runs it (tower frozen), counted by torch."""
-    for name, module in (("vision_tower", model.vision_tower), ("projector", model.projector),
-                         ("language_model", model.language_model)):
-        module.requires_grad_(name != "vision_tower")
+    set_trainable(model, STAGE2.trainable)
     model.to(device).train()
-    model.vision_tower.eval()
+    model.vision_tower.eval()   # frozen, as train() runs it
     batch = {k: v.to(device) if v is not None else None for k, v in batch.items()}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     counter = FlopCounterMode(display=False)
-    with counter, autocast:
+    with counter, mixed_precision(device):
         model(**batch).loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()

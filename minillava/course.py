@@ -192,7 +192,7 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:   # it exists, under another user
-        return True
+        pass
     return True
 
 

@@ -579,6 +579,25 @@ def probe_features(vision: nn.Module, scenes: list[Scene], layer: int = VISION_F
     return torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1)
 
 
+def fit_linear_probe(x: torch.Tensor, n_train: int, outputs: int, loss_fn, steps: int) -> torch.Tensor:
+    """A linear read-out of frozen features: (N, D) rows -> (N - n_train, outputs) test logits.
+
+    The features are standardised with the first ``n_train`` rows' statistics, and one linear
+    layer is fitted to those rows by full-batch Adam on ``loss_fn(logits)``; the rest are the test.
+    """
+    x = (x - x[:n_train].mean(0)) / (x[:n_train].std(0) + 1e-6)
+    torch.manual_seed(0)
+    probe = nn.Linear(x.shape[1], outputs)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(steps):   # full batch: thousands of rows of at most a few hundred features
+        loss = loss_fn(probe(x[:n_train]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return probe(x[n_train:])
+
+
 def linear_probe(vision: nn.Module, n_train: int = 5000, n_test: int = 1000, steps: int = 1000) -> dict:
     """What a linear read-out of frozen features knows, on scenes neither it nor the tower saw.
 
@@ -588,19 +607,9 @@ def linear_probe(vision: nn.Module, n_train: int = 5000, n_test: int = 1000, ste
     always answering "absent" for comparison, and count accuracy.
     """
     scenes = held_out_scenes(n_train + n_test)
-    x = probe_features(vision, scenes)
     present, count = scene_labels(scenes)
-    x = (x - x[:n_train].mean(0)) / (x[:n_train].std(0) + 1e-6)
-    torch.manual_seed(0)
-    probe = nn.Linear(x.shape[1], len(CATEGORIES) + MAX_OBJECTS)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
-    for _ in range(steps):   # full batch: a few thousand rows of 128 features
-        loss = label_loss(probe(x[:n_train]), present[:n_train], count[:n_train])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        out = probe(x[n_train:])
+    out = fit_linear_probe(probe_features(vision, scenes), n_train, len(CATEGORIES) + MAX_OBJECTS,
+                           lambda logits: label_loss(logits, present[:n_train], count[:n_train]), steps)
     truth = present[n_train:]
     per_label = ((out[:, :len(CATEGORIES)] > 0).float() == truth).float().mean(0)
     return {"presence": per_label.mean().item(), "presence_worst": per_label.min().item(),
@@ -626,18 +635,9 @@ def token_position_probe(vision: nn.Module, n_train: int = 2500, n_test: int = 5
         tokens = torch.cat([tower(scene_pixels(scenes[i:i + 500])) for i in range(0, len(scenes), 500)])
     n, k, _ = tokens.shape
     x, y = tokens.reshape(n * k, -1), torch.arange(k).repeat(n)
-    train = slice(0, n_train * k)
-    x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-6)
-    torch.manual_seed(0)
-    probe = nn.Linear(x.shape[1], k)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
-    for _ in range(steps):
-        loss = F.cross_entropy(probe(x[train]), y[train])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        right = (probe(x[n_train * k:]).argmax(-1) == y[n_train * k:]).float().view(n_test, k).mean(0)
+    rows = n_train * k   # every token of the training scenes
+    out = fit_linear_probe(x, rows, k, lambda logits: F.cross_entropy(logits, y[:rows]), steps)
+    right = (out.argmax(-1) == y[rows:]).float().view(n_test, k).mean(0)
     side = int(k ** 0.5)
     return {"accuracy": right.mean().item(), "chance": 1 / k,
             "by_token": [[round(v, 2) for v in row] for row in right.view(side, -1).tolist()]}

@@ -114,11 +114,16 @@ def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-
 def set_lr(optimizer, peak: float, step: int, total: int, warmup_ratio: float) -> None:
     """Every parameter group's learning rate at ``step``: peak * lr_factor."""
     for group in optimizer.param_groups:
         group["lr"] = peak * lr_factor(step, total, warmup_ratio)
+
+
+def mixed_precision(device: torch.device):
+    """The context a training step runs in: bf16 autocast on CUDA, full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
 
 def _micro_batches(stage: Stage, n: int, world: int, lengths, has_image) -> list[list[int]]:
     """Every micro-batch of the run (global, i.e. across processes), epoch after epoch."""
@@ -209,7 +214,7 @@ def train(
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _rewrite_metrics(out_dir / "metrics.jsonl", keep_until=start)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = mixed_precision(device)
 
     metrics, tokens_seen, t0 = [], 0, time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=stage.name, disable=not (progress and main))
