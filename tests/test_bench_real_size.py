@@ -49,3 +49,10 @@ def test_a_smoke_run_on_the_cpu(tmp_path):
     assert (tmp_path / "r.json").is_file()
     assert bench_real_size.main(["--preset", "tiny", "--device", "cpu", "--batch", "1", "--steps", "1",
                                  "--warmup", "0"])["mfu"] is None   # no peak known for a CPU
+
+
+def test_profile_prints_the_operators_that_take_the_time(capsys):
+    bench_real_size.main(["--preset", "tiny", "--device", "cpu", "--batch", "1", "--steps", "1", "--warmup", "0",
+                          "--profile", "5"])
+    table = capsys.readouterr().out.split("| quantity |")[0]
+    assert "aten::mm" in table and "Self CPU time total" in table
