@@ -183,8 +183,9 @@ def main(argv=None) -> dict:
                                 gradient_checkpointing=args.gradient_checkpointing, group_by_length=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with tempfile.TemporaryDirectory() as out, torch.profiler.profile(activities=activities) if args.profile else nullcontext() as prof:
+    activities = [torch.profiler.ProfilerActivity.CPU] + [torch.profiler.ProfilerActivity.CUDA] * (device.type == "cuda")
+    profiler = torch.profiler.profile(activities=activities) if args.profile else nullcontext()
+    with tempfile.TemporaryDirectory() as out, profiler as prof:
         result = train(model, stage, data, out, device=device, progress=False)
     if args.profile:   # where the step time goes: matmuls, attention, elementwise, optimizer
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
