@@ -18,7 +18,7 @@ import torch
 
 from minillava.data.batching import batch_schedule
 from minillava.train import STAGE2, train
-from minillava.zoo import tiny_random_model
+from minillava.backbones.zoo import tiny_random_model
 
 IMG = 99
 

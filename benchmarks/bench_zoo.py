@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from minillava import pretrain, zoo
+from minillava.backbones import pretrain, zoo
 
 
 def timed(name: str, measure) -> None:

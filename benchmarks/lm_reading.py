@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from minillava import pretrain, zoo
+from minillava.backbones import pretrain, zoo
 from minillava.data import rules
 from minillava.eval.failures import topic
-from minillava.toyworld import make_scene
+from minillava.toyworld import TRAIN_SEEDS, make_scene
 
 
 def _background(annotation: dict, rng: random.Random) -> list[tuple[str, str]]:
@@ -70,7 +70,7 @@ def reading(lm, tokenizer, task: str, n_scenes: int, one_object: bool = False) -
 def train_on(task: str, tokenizer, scenes: int, steps: int, batch: int, lr: float, layers: int = 2,
              heads: int = 4, one_object: bool = False):
     """A fresh toy-lm trained on ``task`` alone, with the shipped LM's loop and, by default, its shape."""
-    seeds = [s for s in pretrain.TRAIN_SEEDS[:scenes] if not one_object or len(make_scene(s).objects) == 1]
+    seeds = [s for s in TRAIN_SEEDS[:scenes] if not one_object or len(make_scene(s).objects) == 1]
     samples = pretrain.tokenize_documents(chats(task, seeds), tokenizer)
     config = pretrain.lm_config(tokenizer)
     config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads = layers, heads, heads

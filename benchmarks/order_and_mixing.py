@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from minillava import pretrain, zoo
+from minillava.backbones import pretrain, zoo
 from minillava.chat import Assistant
 from minillava.data.dataset import InstructionDataset
 from minillava.data.mix import Source, mix

@@ -23,7 +23,7 @@ from minillava.pipeline import add_arguments as add_pipeline_arguments
 
 def demo(args: argparse.Namespace) -> None:
     from minillava.device import pick_device
-    from minillava.zoo import tiny_random_model
+    from minillava.backbones.zoo import tiny_random_model
 
     device = pick_device(args.device)
     model = tiny_random_model(projector=args.projector).to(device)
@@ -46,7 +46,7 @@ def demo(args: argparse.Namespace) -> None:
 
 
 def zoo_command(args: argparse.Namespace) -> None:
-    from minillava import zoo
+    from minillava.backbones import zoo
 
     if args.action == "list":
         for name in zoo.available():
@@ -56,7 +56,7 @@ def zoo_command(args: argparse.Namespace) -> None:
                 state = f"NOT USABLE: {err}"
             print(f"{name:11s} {zoo.SHIPPED[name]}\n{'':11s} {state}")
         return
-    from minillava import pretrain
+    from minillava.backbones import pretrain
 
     if args.quick and args.out is None:
         raise SystemExit("--quick builds throwaway models: give --out DIR, so the shipped weights stay as they are")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="shipped backbones and whether their files are intact")
     build = actions.add_parser("build", help="retrain tokenizer, toy-clip and toy-lm from fixed seeds (minutes)")
-    build.add_argument("--out", type=Path, default=None, help="output folder (default: minillava/weights/)")
+    build.add_argument("--out", type=Path, default=None, help="output folder (default: minillava/backbones/weights/)")
     build.add_argument("--quick", action="store_true", help="a few steps of everything (seconds); needs --out")
     build.add_argument("--processes", type=int, default=2, help="2 (default): train the CLIP and the LM side "
                        "by side; 1: one after the other")

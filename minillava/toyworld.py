@@ -100,6 +100,12 @@ VARIANTS = {
     # squashed 64x64 copy blurs the 2 px dots away; objects are 12-16 px.
     "fine": Variant(((192, 256), (256, 192), (256, 256)), (3, 6), {"small": (12, 16)}, True),
 }
+# The seed spaces: one range per use, disjoint, so that no scene a model is evaluated or
+# probed on was ever trained on.
+TRAIN_SEEDS = range(0, 1_000_000)             # training data: the backbones, the data engine, the pipeline
+EVAL_SEEDS = range(1_000_000, 2_000_000)      # evaluation scenes (eval.scenes.eval_seeds draws from here)
+HELDOUT_SEEDS = range(10_000_000, 11_000_000) # scenes that probe the backbones (tests, chapters, gates)
+
 MARGIN = 0.03          # normalised distance kept free along the canvas edge
 GAP = 0.03             # normalised distance kept free between boxes, so counting is unambiguous
 MARK_FRACTION = 0.15   # dot diameter as a fraction of its object's side

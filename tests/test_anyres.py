@@ -34,7 +34,7 @@ from minillava.anyres import (
     unpad,
 )
 from minillava.image import ImageProcessor
-from minillava.zoo import tiny_backbones
+from minillava.backbones.zoo import tiny_backbones
 
 SETTINGS = settings(max_examples=150, deadline=None)
 sizes = st.tuples(st.integers(1, 3000), st.integers(1, 3000))

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from minillava.loss import lm_loss_sum, masked_lm_loss
 from minillava.projector import build_projector
 from minillava.splicing import IGNORE_INDEX, splice
-from minillava.zoo import tiny_random_model
+from minillava.backbones.zoo import tiny_random_model
 
 IMG = 99
 

@@ -20,8 +20,8 @@ import make_exercises
 import pynb
 import run_notebook
 from make_exercises import BEGIN, END
-from minillava import grading
-from minillava.grading import GradingError
+from minillava.course import grading
+from minillava.course.grading import GradingError
 from wrong_answers import WRONG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ EXERCISE_CELL = '''def double(x):
 def synthetic_solution() -> nbformat.NotebookNode:
     """A chapter with one solution region, its graded cell, and machine-dependent output."""
     sources = [
-        "# NBVAL_IGNORE_OUTPUT\nimport sys, time\nfrom pathlib import Path\nfrom minillava import grading\nprint(Path.cwd().name)",
+        "# NBVAL_IGNORE_OUTPUT\nimport sys, time\nfrom pathlib import Path\nfrom minillava.course import grading\nprint(Path.cwd().name)",
         # a notebook-local checker, attached to the module where real checkers live
         '@grading.check("double")\ndef check_double(double):\n'
         '    grading.assert_equal(double(21), 42, what="double(21)", hint="multiply by two")\n'

@@ -174,7 +174,7 @@ def test_the_fingerprint_follows_the_recipe_and_the_package(monkeypatch, tmp_pat
     assert course.fingerprint({"a": 1}) == course.fingerprint({"a": 1})
     assert course.fingerprint({"a": 1}) != course.fingerprint({"a": 2})
     package = tmp_path / "minillava"
-    (package / "weights").mkdir(parents=True)
+    (package / "backbones" / "weights").mkdir(parents=True)
     (package / "model.py").write_text("x = 1\n")
     monkeypatch.setattr(course, "PACKAGE", package)
     before = course.fingerprint({"a": 1})

@@ -13,7 +13,7 @@ from minillava.image import ImageProcessor
 from minillava.model import MiniLlava, MiniLlavaConfig
 from minillava.toyworld import make_scene, render
 from minillava.train import STAGE1, STAGE2, train
-from minillava.zoo import tiny_backbones
+from minillava.backbones.zoo import tiny_backbones
 from tiny_tokenizer import well_behaved
 
 CORPUS = [c for seed in range(30) for c in make_scene(seed).captions()] + \

@@ -43,5 +43,5 @@ def test_the_stored_results_are_a_full_run_of_the_shipped_backbones():
     assert record["settings"]["seeds"] == 3 and list(record["arms"]) == list(llava15_gains.ARMS)
     assert all(len(arm["runs"]) == 3 for arm in record["arms"].values())
     assert list(record["probe"]) == list(llava15_gains.VIEWS) and record["probe_settings"]["seeds"] == 3
-    from minillava import zoo
+    from minillava.backbones import zoo
     assert record["manifest_sha256"] == zoo.sha256(zoo.WEIGHTS_DIR / zoo.MANIFEST)

@@ -21,7 +21,7 @@ from minillava import MiniLlava, MiniLlavaConfig
 from minillava.anyres import default_pinpoints, num_image_tokens
 from minillava.image import ImageProcessor, preprocess
 from minillava.interop import from_hf, to_hf
-from minillava.zoo import tiny_backbones
+from minillava.backbones.zoo import tiny_backbones
 
 import hf_compare
 

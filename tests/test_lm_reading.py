@@ -38,7 +38,7 @@ def test_measures_the_lm_it_is_given(tmp_path):
     import torch
     from transformers import LlamaForCausalLM
 
-    from minillava import pretrain, zoo
+    from minillava.backbones import pretrain, zoo
 
     tokenizer = zoo.load_tokenizer()
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from minillava.interop import from_hf, to_hf
-from minillava.zoo import tiny_backbones
+from minillava.backbones.zoo import tiny_backbones
 
 import hf_compare
 

@@ -1,4 +1,4 @@
-"""Tests for minillava.pretrain: the toy text, the tokenizer, the contrastive loss, a quick build.
+"""Tests for minillava.backbones.pretrain: the toy text, the tokenizer, the contrastive loss, a quick build.
 
 The quality of the *shipped* backbones is tested in test_zoo.py; here everything is
 built on the spot from a few hundred documents and a few training steps (seconds).
@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from transformers import LlamaForCausalLM, RegNetModel
 
-from minillava import pretrain, zoo
+from minillava.backbones import pretrain, zoo
 from minillava.cli import main
 from minillava.conversation import IGNORE_INDEX, IMAGE_MARKER, TokenizationMismatchError, get_template
 from minillava.toyworld import make_scene

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from minillava.checkpoint import load_model
 from minillava.data.batching import batch_schedule, collate
 from minillava.train import STAGE1, STAGE2, lr_factor, set_trainable, train
-from minillava.zoo import tiny_random_model
+from minillava.backbones.zoo import tiny_random_model
 
 IMG = 99
 

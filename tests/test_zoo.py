@@ -1,6 +1,6 @@
-"""Tests for minillava.zoo: the shipped toy backbones (quality gates) and the loading door.
+"""Tests for minillava.backbones.zoo: the shipped toy backbones (quality gates) and the loading door.
 
-The quality gates load the weights shipped in minillava/weights/ and test them on
+The quality gates load the weights shipped in minillava/backbones/weights/ and test them on
 held-out scenes and questions; nothing here touches the network.
 """
 
@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (CLIPConfig, CLIPModel, CLIPVisionModel, LlamaConfig, LlamaForCausalLM,
                           PreTrainedTokenizerFast, RegNetModel, SiglipConfig, SiglipModel, SiglipVisionModel)
 
-from minillava import pretrain, zoo
+from minillava.backbones import pretrain, zoo
 from minillava.conversation import IGNORE_INDEX, IMAGE_MARKER, get_template
 from minillava.model import MiniLlava
 from minillava.toyworld import make_scene

@@ -23,10 +23,9 @@ from typing import NamedTuple
 
 from minillava.data import rules
 from minillava.data.prompts import DETAIL_INSTRUCTIONS
-from minillava.toyworld import make_scene, render
+from minillava.toyworld import EVAL_SEEDS, make_scene, render
 
-EVAL_SEED_START = 1_000_000   # training seeds start at 0; every evaluation scene is drawn from here up
-EVAL_SEED_POOL = 1_000_000    # ... out of this many held-out seeds
+EVAL_SEED_START = EVAL_SEEDS.start   # every evaluation scene is drawn from here up (training seeds start at 0)
 
 # LLaVA-1.5's format prompts: short-answer VQA, and multiple choice (its MMBench prompt).
 FORMAT_PROMPT = rules.FORMAT_PROMPT
@@ -39,10 +38,9 @@ DESCRIBE_PROMPTS = (DESCRIBE_PROMPT, *DETAIL_INSTRUCTIONS)
 
 def eval_seeds(n: int, seed: int = 0) -> list[int]:
     """n distinct held-out scene seeds (sorted), drawn with ``seed`` from the held-out pool."""
-    if not isinstance(n, int) or not 1 <= n <= EVAL_SEED_POOL:
-        raise ValueError(f"n must be an integer from 1 to {EVAL_SEED_POOL}, got {n!r}")
-    pool = range(EVAL_SEED_START, EVAL_SEED_START + EVAL_SEED_POOL)
-    return sorted(random.Random(f"eval-seeds-{seed}").sample(pool, n))
+    if not isinstance(n, int) or not 1 <= n <= len(EVAL_SEEDS):
+        raise ValueError(f"n must be an integer from 1 to {len(EVAL_SEEDS)}, got {n!r}")
+    return sorted(random.Random(f"eval-seeds-{seed}").sample(EVAL_SEEDS, n))
 
 
 def scene_annotation(seed: int) -> dict:

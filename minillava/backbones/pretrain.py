@@ -16,7 +16,7 @@ here from the toy world:
    toy version of Vicuna's skills: stage 1 then only has to make images readable as
    such words, and stage 2 learns fast.
 
-    minillava zoo build            # rewrites minillava/weights/ (about 47 minutes on a 2-core CPU)
+    minillava zoo build            # rewrites minillava/backbones/weights/ (about 47 minutes on a 2-core CPU)
     minillava zoo build --quick    # a few steps of everything, for tests (seconds)
 
 Everything is drawn from fixed seeds in a fixed order, so a rebuild sees the same data;
@@ -53,19 +53,15 @@ from minillava.data.prompts import BRIEF_INSTRUCTIONS, DETAIL_INSTRUCTIONS
 from minillava.eval.failures import accuracy_by_topic
 from minillava.image import CLIP_MEAN, CLIP_STD, normalize
 from minillava.splicing import IGNORE_INDEX
-from minillava.toyworld import CATEGORIES, COLORS, SHAPES, VARIANTS, Scene, make_scene, render
+from minillava.toyworld import CATEGORIES, COLORS, HELDOUT_SEEDS, SHAPES, TRAIN_SEEDS, VARIANTS, Scene, make_scene, render
 from minillava.train import set_lr
 from minillava.vision import VisionTower
-from minillava.zoo import MANIFEST, sha256
+from minillava.backbones.zoo import MANIFEST, sha256
 
 # ----------------------------------------------------------------------------
 # The recipe: every number that decides what gets built
 
 IMAGE_SIZE = 64
-# Scenes the backbones learn from. Tests and chapters that want scenes the backbones
-# never saw draw seeds from HELDOUT_SEEDS.
-TRAIN_SEEDS = range(0, 1_000_000)
-HELDOUT_SEEDS = range(10_000_000, 11_000_000)
 # Where later stages read the toy vision tower: its last stage, a 4 x 4 map (16 tokens).
 # LLaVA reads CLIP's penultimate layer (-2) because CLIP's last layer is tuned to the
 # contrastive objective; the toy tower's last stage is its most informative map, and

@@ -2,7 +2,7 @@
 
 A graded cell in a chapter calls one checker on the learner's implementation::
 
-    from minillava import grading
+    from minillava.course import grading
     grading.check_projector(MyProjector)
 
 On success a checker prints exactly one line, ``✅ projector: all checks passed``. The
@@ -582,7 +582,7 @@ def check_build_labels(build_labels):
     ``segments`` are the ``(ids, is_answer)`` pieces a template cuts a conversation into,
     read back off the package's own labels: its runs of masked and supervised tokens.
     """
-    from minillava import zoo
+    from minillava.backbones import zoo
     from minillava.conversation import IGNORE_INDEX, get_template
 
     hint = ("input_ids: bos_id first (unless it is None), then every segment's ids in order; labels: -100 for BOS "
@@ -650,7 +650,7 @@ def check_write_scene(write_scene):
 def check_param_groups(param_groups):
     """``param_groups(model, lrs) -> list[dict]``: train exactly the groups named in ``lrs``, each at its lr."""
     from minillava.train import GROUPS
-    from minillava.zoo import tiny_random_model
+    from minillava.backbones.zoo import tiny_random_model
 
     hint = ("a parameter's group is the first part of its name ('projector.0.weight' -> 'projector'), except "
             "AnyRes's 'image_newline', which trains with the projector; set requires_grad = (group in lrs) for "
@@ -702,7 +702,7 @@ def check_param_groups(param_groups):
 
 def _accumulation_case():
     """A tiny model and three micro-batches of very different sizes (3, 4 and 33 supervised tokens)."""
-    from minillava.zoo import tiny_random_model
+    from minillava.backbones.zoo import tiny_random_model
 
     gen = torch.Generator().manual_seed(0)
     model = tiny_random_model()

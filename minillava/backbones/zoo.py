@@ -6,8 +6,8 @@ size (a few hundred thousand parameters): their outputs are meaningless, but eve
 shape, every code path and every comparison with transformers' LLaVA is the real one.
 
 Training needs backbones that already know something, as LLaVA starts from CLIP and
-Vicuna. ``load`` returns the pretrained toy backbones shipped in minillava/weights/
-(made by ``minillava.pretrain``; ``available()`` lists them) or any real checkpoint
+Vicuna. ``load`` returns the pretrained toy backbones shipped in minillava/backbones/weights/
+(made by ``minillava.backbones.pretrain``; ``available()`` lists them) or any real checkpoint
 from a folder or the Hugging Face Hub, through the same call::
 
     tower, lm, tok = load("toy-vision"), load("toy-lm"), load_tokenizer("toy-lm")
@@ -85,7 +85,7 @@ SHIPPED = {
 
 
 def available() -> list[str]:
-    """Names of the shipped pretrained backbones (built by ``minillava.pretrain``)."""
+    """Names of the shipped pretrained backbones (built by ``minillava.backbones.pretrain``)."""
     return sorted(SHIPPED)
 
 
@@ -146,7 +146,7 @@ def load(name: str, **kwargs) -> nn.Module:
     (e.g. dtype=torch.bfloat16).
     """
     if name == "toy-clip":
-        from minillava.pretrain import ToyCLIP   # pretrain imports zoo: import it late
+        from minillava.backbones.pretrain import ToyCLIP   # pretrain imports zoo: import it late
         return ToyCLIP.load(path(name))
     source, offline = _source(name)
     config = AutoConfig.from_pretrained(source, **offline)
@@ -181,7 +181,7 @@ def pretrained_model(vision: str = "toy-vision", language: str = "toy-lm", proje
     a special token and the language model a row for it, as LLaVA does.
     """
     if vision_feature_layer is None:
-        from minillava.pretrain import VISION_FEATURE_LAYER   # pretrain imports zoo: import it late
+        from minillava.backbones.pretrain import VISION_FEATURE_LAYER   # pretrain imports zoo: import it late
         vision_feature_layer = VISION_FEATURE_LAYER if vision == "toy-vision" else -2
     tower, lm, tokenizer = load(vision, **kwargs), load(language, **kwargs), load_tokenizer(language)
     if IMAGE_MARKER not in tokenizer.get_vocab():

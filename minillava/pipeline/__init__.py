@@ -255,7 +255,7 @@ def load_backbones(config: PipelineConfig):
     and how many positions one image takes once spliced in (16 for the toy tower)."""
     # zoo, chat and train import transformers (seconds): imported when a run starts, not
     # whenever the command line is built (`minillava --help`, `minillava eval`).
-    from minillava import zoo
+    from minillava.backbones import zoo
 
     torch.manual_seed(config.seed)   # the fresh projector's initialisation
     try:
@@ -278,7 +278,7 @@ def image_processor(vision: str, tower: torch.nn.Module) -> ImageProcessor:
     """
     from transformers.image_processing_base import ImageProcessingMixin
 
-    from minillava import zoo
+    from minillava.backbones import zoo
 
     source = zoo.path(vision) if vision in zoo.SHIPPED else vision
     try:

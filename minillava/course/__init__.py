@@ -46,7 +46,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent   # the whole package: its source and shipped weights
 TOY = {"vision": "toy-vision", "language": "toy-lm", "template": "vicuna_v1"}
 # LLaVA-1.5-7B's pair and its template.
 REAL = {"vision": "openai/clip-vit-large-patch14-336", "language": "lmsys/vicuna-7b-v1.5", "template": "vicuna_v1"}
@@ -96,7 +96,7 @@ class CourseSettings:
 
     def pretrained_model(self, projector: str = "mlp2x_gelu"):
         """``zoo.pretrained_model`` on these backbones: (MiniLlava with a fresh projector, tokenizer)."""
-        from minillava import zoo
+        from minillava.backbones import zoo
 
         return zoo.pretrained_model(self.vision, self.language, projector)
 
@@ -135,7 +135,7 @@ def cache_dir() -> Path:
 def fingerprint(recipe: dict) -> str:
     """SHA-256 of the recipe (as JSON), every source file of the package, and the weights' manifest."""
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
-    for file in sorted(PACKAGE.rglob("*.py")) + [PACKAGE / "weights" / "manifest.json"]:
+    for file in sorted(PACKAGE.rglob("*.py")) + [PACKAGE / "backbones" / "weights" / "manifest.json"]:
         if file.is_file():
             digest.update(file.relative_to(PACKAGE).as_posix().encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()
