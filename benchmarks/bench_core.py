@@ -15,6 +15,7 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from minillava.interop import from_hf
+from minillava.splicing import IGNORE_INDEX
 
 IMG = 511
 
@@ -80,13 +81,13 @@ def main():
     torch.set_num_threads(args.threads)
 
     hf, ours = build()
-    n_img = (64 // 8) ** 2
+    n_img = ours.vision_tower.num_patches  # (64 / 8)^2 patches, CLS dropped
     ids, hf_ids, pixels = inputs(args.batch, args.text_len, n_img)
     seq_tokens = args.batch * hf_ids.shape[1]
     results = {}
 
     hf.train(), ours.train()
-    hf_step = train_step_fn(hf, lambda: hf(input_ids=hf_ids, pixel_values=pixels, labels=hf_ids.masked_fill(hf_ids == IMG, -100)))
+    hf_step = train_step_fn(hf, lambda: hf(input_ids=hf_ids, pixel_values=pixels, labels=hf_ids.masked_fill(hf_ids == IMG, IGNORE_INDEX)))
     our_step = train_step_fn(ours, lambda: ours(ids, pixels, labels=ids))
     t_ours, t_hf = timed_pair(our_step, hf_step, args.steps)
     results["train tokens/s"] = (seq_tokens / t_ours, seq_tokens / t_hf)

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from minillava.backbones import pretrain, zoo
+from minillava.backbones import gates, zoo
 
 
 def timed(name: str, measure) -> None:
@@ -23,16 +23,16 @@ def timed(name: str, measure) -> None:
 def main() -> None:
     torch.set_num_threads(1)
     tokenizer, lm = zoo.load_tokenizer("toy-lm"), zoo.load("toy-lm")
-    timed("linear probe", lambda: {k: round(v, 3) for k, v in pretrain.linear_probe(zoo.load("toy-vision")).items()})
-    # Not a gate: what the tower lacks next to a ViT (pretrain.token_position_probe says why it matters).
-    timed("token knows its place", lambda: pretrain.token_position_probe(zoo.load("toy-vision")))
-    timed("retrieval top-1 of 32", lambda: round(pretrain.retrieval_accuracy(zoo.load("toy-clip"), tokenizer), 3))
-    timed("knowledge QA", lambda: round(pretrain.knowledge_accuracy(lm, tokenizer), 3))
+    timed("linear probe", lambda: {k: round(v, 3) for k, v in gates.linear_probe(zoo.load("toy-vision")).items()})
+    # Not a gate: what the tower lacks next to a ViT (gates.token_position_probe says why it matters).
+    timed("token knows its place", lambda: gates.token_position_probe(zoo.load("toy-vision")))
+    timed("retrieval top-1 of 32", lambda: round(gates.retrieval_accuracy(zoo.load("toy-clip"), tokenizer), 3))
+    timed("knowledge QA", lambda: round(gates.knowledge_accuracy(lm, tokenizer), 3))
     timed("written-scene reading", lambda: {k: round(v, 3) for k, v in _reading(lm, tokenizer).items()})
 
 
 def _reading(lm, tokenizer) -> dict:
-    result = pretrain.scene_reading(lm, tokenizer)
+    result = gates.scene_reading(lm, tokenizer)
     return {"own scene": result["own scene"]["accuracy"], "another scene": result["another scene"]["accuracy"],
             "smallest topic gap": min(result["gap_by_topic"].values())}
 

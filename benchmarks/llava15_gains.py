@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from minillava.backbones import zoo
+from minillava.backbones.recipe import VISION_FEATURE_LAYER
 from minillava.chat import Assistant
 from minillava.conversation import IMAGE_MARKER
 from minillava.data.dataset import InstructionDataset
@@ -52,7 +53,6 @@ from minillava.eval.scenes import EVAL_SEED_START, answer_key
 from minillava.eval.vqa import vqa_accuracy
 from minillava.image import CLIP_MEAN, CLIP_STD, ImageProcessor
 from minillava.model import MiniLlava, MiniLlavaConfig
-from minillava.backbones.pretrain import VISION_FEATURE_LAYER
 from minillava.toyworld import COLORS, make_scene, render
 from minillava.train import STAGE1, STAGE2, train
 

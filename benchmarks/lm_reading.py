@@ -1,12 +1,12 @@
 """Does the toy language model read a written scene? Issue 6's weak link, measured.
 
-The plan of the toy backbones (minillava/pretrain.py) is LLaVA's: a language model that answers
+The plan of the toy backbones (minillava/backbones/) is LLaVA's: a language model that answers
 questions about a scene it is *told*, so that stage 1 only has to make images readable as such
 words. This script checks the premise. It asks the shipped toy-lm short-answer questions about
 held-out scenes written out in its prompt, once with the question's own scene and once with
 another scene's text: what the model reads from the scene is the difference, per topic.
 
-It can also train a fresh toy-lm (pretrain.lm_config, pretrain.train_lm) on one narrow task and
+It can also train a fresh toy-lm (toy_lm.lm_config, toy_lm.train_lm) on one narrow task and
 measure it the same way, to tell *which* kind of reading the architecture learns quickly:
 
     background   "What colour is the background?": the answer sits at a fixed place, the first
@@ -31,7 +31,9 @@ from pathlib import Path
 
 import torch
 
-from minillava.backbones import pretrain, zoo
+from minillava.backbones import gates, toy_lm, zoo
+from minillava.backbones.recipe import FULL, final_loss
+from minillava.backbones.toy_text import document_messages
 from minillava.data import rules
 from minillava.eval.failures import topic
 from minillava.toyworld import TRAIN_SEEDS, make_scene
@@ -58,27 +60,27 @@ def chats(task: str, seeds, seed: int = 0) -> list[tuple[str, list[dict]]]:
         annotation = make_scene(s).annotation()
         pairs = TASKS[task](annotation, rng)
         if pairs:
-            documents.append(("vicuna_v1", pretrain.to_messages(pairs, annotation)))
+            documents.append(("vicuna_v1", document_messages(pairs, annotation)))
     return documents
 
 
 def reading(lm, tokenizer, task: str, n_scenes: int, one_object: bool = False) -> dict:
-    """pretrain.scene_reading (the zoo's gate) on the questions of ``task``."""
-    return pretrain.scene_reading(lm, tokenizer, n_scenes, TASKS[task], one_object)
+    """gates.scene_reading (the zoo's gate) on the questions of ``task``."""
+    return gates.scene_reading(lm, tokenizer, n_scenes, TASKS[task], one_object)
 
 
 def train_on(task: str, tokenizer, scenes: int, steps: int, batch: int, lr: float, layers: int = 2,
              heads: int = 4, one_object: bool = False):
     """A fresh toy-lm trained on ``task`` alone, with the shipped LM's loop and, by default, its shape."""
     seeds = [s for s in TRAIN_SEEDS[:scenes] if not one_object or len(make_scene(s).objects) == 1]
-    samples = pretrain.tokenize_documents(chats(task, seeds), tokenizer)
-    config = pretrain.lm_config(tokenizer)
+    samples = toy_lm.tokenize_documents(chats(task, seeds), tokenizer)
+    config = toy_lm.lm_config(tokenizer)
     config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads = layers, heads, heads
     config.head_dim = config.hidden_size // heads
-    recipe = dataclasses.replace(pretrain.FULL, lm_steps=steps, lm_batch=batch, lm_lr=lr)
-    lm, losses = pretrain.train_lm(tokenizer, samples, recipe, log=lambda line: print(line, flush=True),
-                                   config=config)
-    return lm, pretrain.final_loss(losses)
+    recipe = dataclasses.replace(FULL, lm_steps=steps, lm_batch=batch, lm_lr=lr)
+    lm, losses = toy_lm.train_lm(tokenizer, samples, recipe, log=lambda line: print(line, flush=True),
+                                 config=config)
+    return lm, final_loss(losses)
 
 
 def main(argv=None) -> dict:
@@ -92,7 +94,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-scenes", type=int, default=300)
     parser.add_argument("--lm", default="toy-lm",
                         help="the LM to measure (a zoo name or a folder with its tokenizer), e.g. a candidate "
-                             "toy-lm trained by pretrain.make_lm before it replaces the shipped one")
+                             "toy-lm trained by build.make_lm before it replaces the shipped one")
     parser.add_argument("--layers", type=int, default=2, help="layers of the fresh LM (with --train)")
     parser.add_argument("--heads", type=int, default=4, help="attention heads of the fresh LM (with --train)")
     parser.add_argument("--one-object", action="store_true",
@@ -103,11 +105,11 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     tokenizer = zoo.load_tokenizer(args.lm)
     if args.train:
-        lm, final_loss = train_on(args.train, tokenizer, args.scenes, args.steps, args.batch, args.lr,
-                                  args.layers, args.heads, args.one_object)
+        lm, last_loss = train_on(args.train, tokenizer, args.scenes, args.steps, args.batch, args.lr,
+                                 args.layers, args.heads, args.one_object)
         record = {"lm": f"fresh, {args.layers} layers x {args.heads} heads, trained on {args.train}"
                         + " (one-object scenes)" * args.one_object,
-                  "steps": args.steps, "lr": args.lr, "final_loss": final_loss,
+                  "steps": args.steps, "lr": args.lr, "final_loss": last_loss,
                   "reading": reading(lm, tokenizer, args.train, args.eval_scenes, args.one_object)}
     else:
         name = "shipped toy-lm" if args.lm == "toy-lm" else args.lm

@@ -34,11 +34,10 @@ from pathlib import Path
 
 import torch
 
-from minillava.backbones import pretrain, zoo
+from minillava.backbones import gates, zoo
 from minillava.chat import Assistant
 from minillava.data.dataset import InstructionDataset
 from minillava.data.mix import Source, mix
-from minillava.eval.assistants import ChatAssistant
 from minillava.eval.failures import accuracy_by_topic
 from minillava.eval.suite import run_suite
 from minillava.pipeline import PipelineConfig, image_processor, toy_pools
@@ -75,13 +74,13 @@ def evaluate(toy: Toy, scenes: int, knowledge: int = 0, max_new_tokens: int = 32
     """Held-out scenes: VQA accuracy and answer length, POPE F1 and yes-ratio; text-only knowledge
     accuracy if asked; VQA accuracy per question topic (eval.failures) if ``by_topic``."""
     chat = Assistant(toy.model.eval(), toy.tokenizer, toy.processor, max_new_tokens=max_new_tokens)
-    report = run_suite(ChatAssistant(chat), ["toy_vqa", "pope_random"], scenes, 0, batch_size=64, progress=False)
+    report = run_suite(chat, ["toy_vqa", "pope_random"], scenes, 0, batch_size=64, progress=False)
     vqa, pope = report.results
     words = [len(s["prediction"].split()) for s in vqa.samples]
     metrics = {"vqa_accuracy": vqa.metrics["accuracy"], "answer_words": sum(words) / len(words),
                "pope_f1": pope.metrics["f1"], "pope_yes_ratio": pope.metrics["yes_ratio"]}
     if knowledge:
-        questions = pretrain.knowledge_questions(knowledge)
+        questions = gates.knowledge_questions(knowledge)
         answers = chat.chat([[{"role": "user", "content": q}] for q, _ in questions], [])
         metrics["knowledge_accuracy"] = sum(a == truth for a, (_, truth) in zip(answers, questions)) / knowledge
     metrics = {k: round(v, 4) for k, v in metrics.items()}

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 import torch
+from einops import rearrange, repeat
 from PIL import Image
 
 # LLaVA-NeXT's canvases in tiles (height, width): 1x2, 2x1, 2x2, 3x1, 1x3.
@@ -36,7 +37,13 @@ def default_pinpoints(tile_size: int = 336) -> list[tuple[int, int]]:
 
 
 def check_pinpoints(pinpoints, tile_size: int) -> list[tuple[int, int]]:
-    """Validate pinpoints as a non-empty list of (height, width) multiples of tile_size."""
+    """Pinpoints as a checked list of (height, width) multiples of tile_size; None = the default.
+
+    Every AnyRes entry point (the model, the image processor, ``views``) calls this, so
+    they fill in LLaVA-NeXT's ``default_pinpoints`` and reject bad canvases alike.
+    """
+    if pinpoints is None:
+        return default_pinpoints(tile_size)
     pinpoints = [tuple(int(x) for x in p) for p in pinpoints]
     bad = [p for p in pinpoints if len(p) != 2 or min(p) <= 0 or p[0] % tile_size or p[1] % tile_size]
     if not pinpoints or bad:
@@ -130,8 +137,8 @@ def tile_image(image: Image.Image, pinpoints, tile_size: int) -> np.ndarray:
     rows, cols, t = canvas_h // tile_size, canvas_w // tile_size, tile_size
     views = np.empty((1 + rows * cols, t, t, 3), dtype=np.uint8)
     views[0] = np.asarray(image.resize((t, t), Image.BICUBIC))
-    # (rows*t, cols*t, 3) -> (rows, t, cols, t, 3) -> (rows, cols, t, t, 3): tiles in reading order
-    views[1:] = np.asarray(canvas).reshape(rows, t, cols, t, 3).swapaxes(1, 2).reshape(-1, t, t, 3)
+    # cut the canvas into its tiles, in reading order (row of tiles by row of tiles)
+    views[1:] = rearrange(np.asarray(canvas), "(rows h) (cols w) c -> (rows cols) h w c", rows=rows, cols=cols)
     return views
 
 
@@ -146,7 +153,7 @@ def merge_tiles(features: torch.Tensor, image_size, pinpoints, tile_size: int, n
         (p * p + h * (w + 1), D): base features, then the unpadded map row by row.
     """
     rows, cols = grid_shape(image_size, pinpoints, tile_size)
-    views, tokens, dim = features.shape
+    views, tokens, _ = features.shape
     p = math.isqrt(tokens)
     if views != 1 + rows * cols or p * p != tokens:
         raise ValueError(
@@ -154,8 +161,9 @@ def merge_tiles(features: torch.Tensor, image_size, pinpoints, tile_size: int, n
             f"got features {tuple(features.shape)}; AnyRes needs vision_feature_select='patch' (no CLS) "
             "and pixel_values tiled with the same pinpoints"
         )
-    # (rows*cols, p*p, D) -> (rows, cols, p, p, D) -> (D, rows, p, cols, p) -> (D, rows*p, cols*p)
-    grid = features[1:].view(rows, cols, p, p, dim).permute(4, 0, 2, 1, 3).reshape(dim, rows * p, cols * p)
+    # glue the tiles' p x p grids into one map, as the tiles sat on the canvas
+    grid = rearrange(features[1:], "(rows cols) (h w) d -> d (rows h) (cols w)", rows=rows, cols=cols, h=p)
     grid = unpad(grid, image_size)
-    grid = torch.cat([grid, newline.to(grid)[:, None, None].expand(dim, grid.shape[1], 1)], dim=2)
-    return torch.cat([features[0], grid.flatten(1).T])
+    # end every row of the map with the newline vector, then read the map row by row
+    grid = torch.cat([grid, repeat(newline.to(grid), "d -> d h 1", h=grid.shape[1])], dim=2)
+    return torch.cat([features[0], rearrange(grid, "d h w -> (h w) d")])

@@ -8,6 +8,10 @@ generates greedily (or by sampling) until the template's end-of-turn marker, and
 the text.
 
 ``save_assistant`` / ``load_assistant`` keep the four parts together in one folder.
+
+An ``Assistant`` is also what the evaluation suite evaluates (``minillava.eval.assistants``):
+it has a ``name`` for the reports, ``answer(image, question)``, and ``answer_batch``, which
+answers many questions in one batched generation.
 """
 
 import json
@@ -18,7 +22,7 @@ import torch
 from transformers import AutoTokenizer
 
 from minillava.checkpoint import load_model, save_model
-from minillava.conversation import get_template
+from minillava.conversation import IMAGE_MARKER, get_template
 from minillava.image import ImageProcessor
 from minillava.model import MiniLlava
 
@@ -33,6 +37,7 @@ class Assistant:
     template: str = "vicuna_v1"
     system: str | None = None
     max_new_tokens: int = 64
+    name: str = "assistant"   # labels it in evaluation reports
 
     def _end_marker(self) -> str:
         # The text after "{content}" in the template's answer format: "</s>", "<|im_end|>", "\n".
@@ -73,8 +78,18 @@ class Assistant:
 
     def ask(self, image, question: str) -> str:
         """One image, one question -> the answer."""
-        content = question if image is None else f"<image>\n{question}"
+        content = question if image is None else f"{IMAGE_MARKER}\n{question}"
         return self.chat([[{"role": "user", "content": content}]], [image] if image is not None else [])[0]
+
+    # The evaluation suite's interface (minillava.eval.assistants).
+
+    def answer(self, image, question: str) -> str:
+        """``ask`` by the name the suite calls."""
+        return self.ask(image, question)
+
+    def answer_batch(self, images: list, questions: list[str]) -> list[str]:
+        """One question about each image, all answered in one batched generation."""
+        return self.chat([[{"role": "user", "content": f"{IMAGE_MARKER}\n{q}"}] for q in questions], images)
 
 
 def save_assistant(assistant: Assistant, folder: str | Path) -> Path:

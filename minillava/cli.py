@@ -12,18 +12,24 @@
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
+from minillava import pipeline
 from minillava.data.commands import add_parser as add_data_parser
+from minillava.device import pick_device
+from minillava.eval.judges import RuleJudge
 from minillava.eval.suite import add_parser as add_eval_parser
-from minillava.pipeline import add_arguments as add_pipeline_arguments
+from minillava.splicing import IGNORE_INDEX
+
+# The backbones' modules import transformers (seconds): `demo` and `zoo` import them when they
+# run, so that `minillava --help`, `minillava eval` and a config error answer at once.
 
 
 def demo(args: argparse.Namespace) -> None:
-    from minillava.device import pick_device
-    from minillava.backbones.zoo import tiny_random_model
+    from minillava.backbones.zoo import tiny_random_model   # transformers: late, see the top
 
     device = pick_device(args.device)
     model = tiny_random_model(projector=args.projector).to(device)
@@ -37,7 +43,7 @@ def demo(args: argparse.Namespace) -> None:
         patches = model.vision_tower(pixel_values)
         print(f"vision features {tuple(patches.shape)}: (images, patches, vision width)")
         print(f"projected       {tuple(model.projector(patches).shape)}: (images, patches, LM width)")
-        out = model(input_ids, pixel_values, attention_mask, labels=input_ids.masked_fill(attention_mask == 0, -100))
+        out = model(input_ids, pixel_values, attention_mask, labels=input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX))
     print(f"logits          {tuple(out.logits.shape)}: (batch, spliced length, vocab)")
     print(f"spliced mask    {out.attention_mask.tolist()}")
     print(f"loss            {out.loss.item():.3f} (random weights: about ln(vocab) = {torch.log(torch.tensor(100.)):.3f})")
@@ -56,23 +62,24 @@ def zoo_command(args: argparse.Namespace) -> None:
                 state = f"NOT USABLE: {err}"
             print(f"{name:11s} {zoo.SHIPPED[name]}\n{'':11s} {state}")
         return
-    from minillava.backbones import pretrain
+    from minillava.backbones.build import build
+    from minillava.backbones.recipe import FULL, QUICK
 
     if args.quick and args.out is None:
         raise SystemExit("--quick builds throwaway models: give --out DIR, so the shipped weights stay as they are")
-    recipe = pretrain.QUICK if args.quick else pretrain.FULL
-    report = pretrain.build(args.out or zoo.WEIGHTS_DIR, recipe, processes=args.processes, threads=args.threads)
+    report = build(args.out or zoo.WEIGHTS_DIR, QUICK if args.quick else FULL, processes=args.processes,
+                   threads=args.threads)
     print(f"clip loss {report['clip_loss'][0]:.3f} -> {report['clip_loss'][1]:.3f}, "
           f"lm loss {report['lm_loss'][0]:.3f} -> {report['lm_loss'][1]:.3f}, {report['seconds']:.0f} s")
 
 
 def pipeline_command(args: argparse.Namespace) -> None:
-    from minillava import pipeline
-
     try:
         pipeline.run(pipeline.config_from_args(args))
     except pipeline.ConfigError as err:   # bad options or backbones: the message says what to fix
-        raise SystemExit(f"minillava pipeline: {err}")
+        # No traceback, and exit status 2, as argparse's own errors (a flag it cannot parse) have.
+        print(f"minillava pipeline: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     p.add_argument("--projector", default="mlp2x_gelu", help="linear, mlp2x_gelu, ...")
     p.set_defaults(func=demo)
-    add_data_parser(sub)   # minillava data generate | serve
+    add_data_parser(sub, make_judge=RuleJudge)   # minillava data generate | serve (rule teacher and judge)
     add_eval_parser(sub)   # minillava eval
     p = sub.add_parser("zoo", help="the pretrained toy backbones: list them, or rebuild them")
     actions = p.add_subparsers(dest="action", required=True)
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                        "reproducible, and fastest for models this small on a shared CPU)")
     p.set_defaults(func=zoo_command)
     p = sub.add_parser("pipeline", help="data, stage 1, stage 2, evaluation and a report: a trained assistant")
-    add_pipeline_arguments(p)   # one flag per pipeline.PipelineConfig option, and --config FILE
+    pipeline.add_arguments(p)   # one flag per pipeline.PipelineConfig option, and --config FILE
     p.set_defaults(func=pipeline_command)
     args = parser.parse_args(argv)
     args.func(args)

@@ -24,11 +24,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from minillava.anyres import check_pinpoints, default_pinpoints, tile_image
+from minillava.anyres import check_pinpoints, tile_image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MODES = ("resize", "pad", "anyres")
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of MODES, else a ValueError listing them (every mode check calls this)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown image mode {mode!r}; valid: {', '.join(MODES)}")
+    return mode
 
 
 def to_rgb(image) -> Image.Image:
@@ -71,6 +78,11 @@ def _normalize_table(mean: tuple, std: tuple) -> np.ndarray:
     return (x[None] - np.array(mean, np.float32)[:, None]) / np.array(std, np.float32)[:, None]
 
 
+def pad_colour(mean=CLIP_MEAN) -> tuple[int, int, int]:
+    """The colour ``"pad"`` fills with: ``int(mean * 255)`` per channel, (122, 116, 104) for CLIP."""
+    return tuple(int(m * 255) for m in mean)
+
+
 def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
     """Centre ``image`` on a square of side max(height, width) filled with ``fill``."""
     side = max(image.size)
@@ -87,12 +99,10 @@ def views(image, mode: str = "pad", size: int = 336, mean=CLIP_MEAN, pinpoints=N
     ``anyres.default_pinpoints(size)``).
     """
     image = to_rgb(image)
-    if mode == "anyres":
-        return tile_image(image, check_pinpoints(pinpoints or default_pinpoints(size), size), size)
-    if mode not in MODES:
-        raise ValueError(f"unknown image mode {mode!r}; valid: {', '.join(MODES)}")
+    if check_mode(mode) == "anyres":
+        return tile_image(image, check_pinpoints(pinpoints, size), size)
     if mode == "pad":
-        image = pad_to_square(image, tuple(int(m * 255) for m in mean))
+        image = pad_to_square(image, pad_colour(mean))
     return np.asarray(image.resize((size, size), Image.BICUBIC))[None]
 
 
@@ -116,10 +126,8 @@ class ImageProcessor:
     pinpoints: list[tuple[int, int]] | None = None
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown image mode {self.mode!r}; valid: {', '.join(MODES)}")
-        if self.mode == "anyres":
-            self.pinpoints = check_pinpoints(self.pinpoints or default_pinpoints(self.size), self.size)
+        if check_mode(self.mode) == "anyres":
+            self.pinpoints = check_pinpoints(self.pinpoints, self.size)
 
     def __call__(self, images) -> dict:
         """A list of images -> {"pixel_values", "image_sizes"}.

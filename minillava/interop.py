@@ -13,7 +13,6 @@ language model (no head) and keeps ``lm_head`` beside it; we hold a whole causal
 
 import copy
 
-import torch
 from transformers import (AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig,
                           LlavaNextForConditionalGeneration)
 
@@ -61,16 +60,13 @@ def to_hf(model: MiniLlava) -> LlavaForConditionalGeneration | LlavaNextForCondi
         )
     tower = model.vision_tower
     lm = model.language_model
-    size = tower.model.config.image_size
-    with torch.no_grad():  # the token count per image, CLS or not, as the tower produces it
-        n_tokens = tower(torch.zeros(1, tower.num_channels, size, size)).shape[1]
     anyres = config.image_mode == "anyres"
     extra = dict(image_grid_pinpoints=[list(p) for p in model.pinpoints]) if anyres else {}
     hf_config = (LlavaNextConfig if anyres else LlavaConfig)(
         vision_config=tower.model.config.to_dict(),
         text_config=lm.config.to_dict(),
         image_token_id=config.image_token_id,
-        image_seq_length=n_tokens,
+        image_seq_length=tower.num_patches,  # tokens per image (view), CLS or not
         vision_feature_layer=config.vision_feature_layer,
         vision_feature_select_strategy=_SELECT_TO_HF[config.vision_feature_select],
         projector_hidden_act="gelu",

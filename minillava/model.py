@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from minillava.anyres import check_pinpoints, default_pinpoints, grid_shape, merge_tiles
-from minillava.image import MODES
+from minillava.anyres import check_pinpoints, grid_shape, merge_tiles
+from minillava.image import check_mode
 from minillava.loss import masked_lm_loss
 from minillava.projector import build_projector
 from minillava.splicing import splice
@@ -52,14 +52,14 @@ class MiniLlavaConfig:
     image_grid_pinpoints: list[tuple[int, int]] | None = None
 
     def __post_init__(self):
-        if self.image_mode not in MODES:
-            raise ValueError(f"unknown image_mode {self.image_mode!r}; valid: {', '.join(MODES)}")
+        check_mode(self.image_mode)
 
 
 @dataclass
 class MiniLlavaOutput:
-    """logits (B, L, V) over the spliced sequence; loss (scalar) when labels were given;
-    labels / attention_mask / image_mask (B, L) of the spliced sequence."""
+    """logits (B, L, V) over the spliced sequence; loss (scalar) when labels were given
+    (and not declined with ``return_loss=False``); labels / attention_mask / image_mask
+    (B, L) of the spliced sequence -- the labels the logits are scored against."""
 
     logits: torch.Tensor
     loss: torch.Tensor | None
@@ -77,8 +77,11 @@ class MiniLlava(nn.Module):
         self.projector = build_projector(config.projector, self.vision_tower.feature_dim, text_dim)
         self.language_model = language_model
         if config.image_mode == "anyres":
-            tile = vision_model.config.image_size
-            self.pinpoints = check_pinpoints(config.image_grid_pinpoints or default_pinpoints(tile), tile)
+            tile = self.vision_tower.image_size
+            if tile is None:
+                raise ValueError("AnyRes cuts images into tiles of the tower's input size, but this convolutional "
+                                 "tower has none; set vision_model.config.image_size first (e.g. 64 for toy-vision)")
+            self.pinpoints = check_pinpoints(config.image_grid_pinpoints, tile)
             # Ends every row of an image's tiled feature map; initialised as in LLaVA-NeXT.
             self.image_newline = nn.Parameter(torch.randn(text_dim) / math.sqrt(text_dim))
 
@@ -102,7 +105,7 @@ class MiniLlava(nn.Module):
                 f"image_sizes {None if image_sizes is None else len(image_sizes)}; "
                 "use minillava.image.ImageProcessor(mode='anyres')"
             )
-        tile = self.vision_tower.model.config.image_size
+        tile = self.vision_tower.image_size
         sizes = torch.as_tensor(image_sizes).tolist()
         counts = [1 + math.prod(grid_shape(s, self.pinpoints, tile)) for s in sizes]
         # One tower pass over the real views of all images (the padding views are dropped).
@@ -126,6 +129,7 @@ class MiniLlava(nn.Module):
         labels: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
         padding_side: str = "right",
+        return_loss: bool = True,
     ) -> MiniLlavaOutput:
         """Run the model on a batch.
 
@@ -134,15 +138,18 @@ class MiniLlava(nn.Module):
             pixel_values: one image per placeholder, in reading order: (N, C, H, W), or
                 (N, max_views, C, H, W) in AnyRes mode (see ``encode_images``).
             attention_mask: (B, T), 1 = real token (any padding side).
-            labels: (B, T) targets aligned with input_ids, -100 = not supervised.
+            labels: (B, T) targets aligned with input_ids, IGNORE_INDEX (-100) = not supervised.
             image_sizes: (N, 2) original (height, width) per image; AnyRes mode only.
             padding_side: side on which the spliced batch is re-padded.
+            return_loss: False skips the mean loss; the output still holds the logits and
+                the spliced labels, for a caller that sums token losses itself (the trainer,
+                with ``loss.lm_loss_sum``).
         """
         s = self._splice(input_ids, pixel_values, image_sizes, attention_mask, labels, padding_side)
         # Without padding the mask adds nothing but cost: let the LM use its causal fast path.
         mask = None if bool(s.attention_mask.all()) else s.attention_mask
         out = self.language_model(inputs_embeds=s.embeds, attention_mask=mask, position_ids=s.position_ids)
-        loss = masked_lm_loss(out.logits, s.labels) if labels is not None else None
+        loss = masked_lm_loss(out.logits, s.labels) if labels is not None and return_loss else None
         return MiniLlavaOutput(out.logits, loss, s.labels, s.attention_mask, s.image_mask)
 
     @torch.no_grad()

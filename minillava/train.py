@@ -11,7 +11,8 @@ The vision tower stays frozen throughout: its parameters get no gradient, stay o
 the optimizer, and the module stays in eval mode (no dropout, frozen norm statistics).
 
 One optimizer step = ``grad_accum`` micro-batches. Each micro-batch contributes the
-*sum* of its token losses; the gradients are divided once by the number of supervised
+*sum* of its token losses (``loss.lm_loss_sum``, the masked loss of chapter 3, over the
+spliced labels the model returns); the gradients are divided once by the number of supervised
 tokens in the whole step, so every token weighs the same however the tokens fall into
 micro-batches (and, under DistributedDataParallel, into processes). Then: gradient
 clipping, AdamW (weight decay 0), a cosine schedule with linear warm-up over the first
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 
 from minillava.checkpoint import PROJECTOR_FILE, save_model, save_projector
 from minillava.data.batching import batch_schedule, collate
+from minillava.loss import lm_loss_sum
 from minillava.model import MiniLlava
 
 GROUPS = ("vision_tower", "projector", "language_model")
@@ -230,19 +232,21 @@ def train(
             last = k == len(chunk) - 1
             # Under DDP, gradients are averaged across processes once, at the last micro-batch.
             with (net.no_sync() if distributed and not last else nullcontext()), autocast:
-                out = net(**batch)
-                n = int((out.labels[:, 1:] != -100).sum())
-                loss = out.loss * n  # the micro-batch's token-loss *sum*
+                out = net(**batch, return_loss=False)   # logits and the spliced labels
+                loss, n = lm_loss_sum(out.logits, out.labels)   # the micro-batch's token-loss *sum*
                 if not loss.requires_grad:  # e.g. text only while only the projector trains:
                     loss = loss + 0.0 * sum(p.sum() for p in params)  # zero grads, but DDP stays in step
                 loss.backward()
-            loss_sum += out.loss.detach() * n
+            loss_sum += loss.detach()
             n_tokens += n
             n_positions += int(out.attention_mask.sum())
         if distributed:
             totals = torch.tensor([loss_sum.item(), n_tokens, n_positions], dtype=torch.float64, device=device)
             dist.all_reduce(totals)
             loss_sum, n_tokens, n_positions = totals[0], int(totals[1]), int(totals[2])
+        if n_tokens == 0:
+            raise ValueError(f"step {step + 1}: no supervised tokens in any of its samples, so there is nothing to "
+                             "learn; check the label mask built by the conversation template")
         # DDP averaged the gradient sums over `world` processes: undo that, divide by all tokens.
         for p in params:
             if p.grad is not None:

@@ -33,7 +33,7 @@ from minillava.anyres import (
     select_best_resolution,
     unpad,
 )
-from minillava.image import ImageProcessor
+from minillava.image import ImageProcessor, views
 from minillava.backbones.zoo import tiny_backbones
 
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -126,3 +126,18 @@ def test_width_height_swap_is_caught():
 def test_bad_pinpoints_raise(pins):
     with pytest.raises(ValueError, match="multiples of the tile size"):
         check_pinpoints(pins, 336)
+    with pytest.raises(ValueError, match="multiples of the tile size"):  # every entry point checks the same way
+        ImageProcessor("anyres", 336, pinpoints=pins)
+
+
+def test_one_source_for_the_modes_and_the_default_pinpoints():
+    """The model, the image processor and views() fill in the same default canvases and reject a mode alike."""
+    model = MiniLlava(MiniLlavaConfig(image_token_id=99, image_mode="anyres"), *tiny_backbones(image_size=64))
+    defaults = default_pinpoints(64)
+    assert check_pinpoints(None, 64) == defaults == ImageProcessor("anyres", 64).pinpoints == model.pinpoints
+    image = Image.new("RGB", (100, 30))
+    assert np.array_equal(views(image, "anyres", 64), views(image, "anyres", 64, pinpoints=defaults))
+    for make in (lambda: ImageProcessor("tiles"), lambda: MiniLlavaConfig(99, image_mode="tiles"),
+                 lambda: views(image, "tiles")):
+        with pytest.raises(ValueError, match=r"unknown image mode 'tiles'; valid: resize, pad, anyres$"):
+            make()

@@ -1,14 +1,20 @@
-"""Unit tests of the core pieces: projector, splicing, loss, vision tower, generate."""
+"""Unit tests of the core pieces: projector, splicing, loss, vision tower (token counts), generate."""
+
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
+from transformers import (CLIPVisionConfig, CLIPVisionModel, ConvNextConfig, ConvNextModel, ResNetConfig, ResNetModel,
+                          SiglipVisionConfig, SiglipVisionModel)
 
+from minillava.backbones import zoo
+from minillava.backbones.zoo import tiny_random_model
 from minillava.loss import lm_loss_sum, masked_lm_loss
 from minillava.projector import build_projector
 from minillava.splicing import IGNORE_INDEX, splice
-from minillava.backbones.zoo import tiny_random_model
+from minillava.vision import SELECT_STRATEGIES, VisionTower
 
 IMG = 99
 
@@ -125,6 +131,86 @@ def test_loss_shape_mismatch_is_explained():
         lm_loss_sum(torch.randn(1, 9, 5), torch.zeros(1, 4, dtype=torch.long))
 
 
+# ---------------------------------------------------------------- vision tower: token counts without running it
+def tokens_of_a_forward(tower: VisionTower, height: int, width: int) -> int:
+    with torch.no_grad():
+        return tower(torch.zeros(1, tower.num_channels, height, width)).shape[1]
+
+
+def tiny_vit(kind: str, image_size: int, patch_size: int):
+    config = dict(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=image_size, patch_size=patch_size)
+    if kind == "clip":
+        return CLIPVisionModel(CLIPVisionConfig(**config)).eval()
+    return SiglipVisionModel(SiglipVisionConfig(**config)).eval()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["clip", "siglip"]), st.integers(2, 8), st.integers(1, 6), st.integers(0, 7),
+       st.sampled_from(SELECT_STRATEGIES), st.sampled_from([-2, -1, 0, [0, -1]]))
+def test_num_patches_of_tiny_vits_is_what_a_forward_makes(kind, patch, grid, extra, select, layer):
+    """image_size (any, not only a multiple of the patch) and num_patches come from the config alone:
+    the patch grid, plus CLIP's CLS when it is kept; SigLIP has none to keep."""
+    size = patch * grid + extra % patch
+    tower = VisionTower(tiny_vit(kind, size, patch), layer, select)
+    assert tower.image_size == size
+    assert tower.patch_grid(size, size) == (grid, grid)
+    assert tower.num_patches == tokens_of_a_forward(tower, size, size)
+    assert tower.num_patches == grid * grid + (kind == "clip" and select == "cls_patch")
+
+
+@pytest.mark.parametrize("select,tokens", [("patch", 576), ("cls_patch", 577)])
+def test_clip_l_336_makes_576_tokens(select, tokens):
+    """A CLIP-L/14-336-shaped tower (narrow, one layer): (336 / 14)^2 = 576 patches, CLS on top if kept."""
+    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, image_size=336, patch_size=14)).eval()
+    tower = VisionTower(clip, -1, select)
+    assert (tower.image_size, tower.num_patches) == (336, tokens) == (336, tokens_of_a_forward(tower, 336, 336))
+
+
+@pytest.fixture(scope="module")
+def toy_tower():
+    return zoo.load("toy-vision")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(8, 90), st.integers(8, 90), st.sampled_from([0, 1, 2, -2, -1]))
+def test_patch_grid_of_the_toy_conv_tower_is_its_feature_map(toy_tower, height, width, layer):
+    """The shipped RegNet halves its map (rounding up) at the stem and at every stage, at any input size."""
+    tower = VisionTower(toy_tower, layer)
+    with torch.no_grad():
+        hidden = toy_tower(torch.zeros(1, 3, height, width), output_hidden_states=True).hidden_states[layer]
+    assert tower.patch_grid(height, width) == tuple(hidden.shape[-2:])
+
+
+def test_the_toy_tower_counts_its_tokens_once_told_its_size(toy_tower):
+    """A conv tower takes any size, so it needs to be told one; then it says its 16 tokens of 64 px views."""
+    tower = VisionTower(copy.deepcopy(toy_tower), feature_layer=-1)
+    assert tower.image_size is None
+    with pytest.raises(ValueError, match="convolutional and takes any size.*config.image_size"):
+        tower.num_patches
+    tower.model.config.image_size = 64
+    assert tower.num_patches == 16 == tokens_of_a_forward(tower, 64, 64)
+
+
+@pytest.mark.parametrize("stage_one_halves", [False, True])
+def test_patch_grid_of_a_resnet_tower_is_its_feature_map(stage_one_halves):
+    """ResNet's stem halves twice (a stride-2 conv, then a max-pool); its first stage only if told to."""
+    resnet = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16], depths=[1, 1, 1],
+                                      downsample_in_first_stage=stage_one_halves)).eval()
+    with torch.no_grad():
+        hidden = resnet(torch.zeros(1, 3, 75, 50), output_hidden_states=True).hidden_states
+    for layer in range(len(hidden)):
+        assert VisionTower(resnet, layer).patch_grid(75, 50) == tuple(hidden[layer].shape[-2:])
+
+
+def test_an_unknown_conv_tower_says_it_cannot_count():
+    convnext = ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2))
+    convnext.config.image_size = 64
+    with pytest.raises(ValueError, match="cannot tell the feature map size of a convnext tower"):
+        VisionTower(convnext, -1).num_patches
+
+
 # ---------------------------------------------------------------- model
 @pytest.fixture(scope="module")
 def model():
@@ -139,15 +225,36 @@ def test_wrong_pixel_shape_and_size(model):
         model(ids, pixel_values=torch.randn(1, 3, 16, 16))
 
 
-def test_frozen_tower_builds_no_graph_and_projector_gets_gradients(model):
+def test_frozen_tower_builds_no_graph_and_projector_gets_gradients():
+    """Even for pixels that ask for gradients, a frozen tower runs without autograd: its features
+    hang on no graph (nothing of the tower is kept for a backward), while the projector learns."""
+    model = tiny_random_model()  # its own model: the shared fixture stays untouched
+    pixels = torch.randn(1, 3, 32, 32, requires_grad=True)
+    trainable = model.vision_tower(pixels)
+    assert trainable.requires_grad and trainable.grad_fn is not None  # unfrozen: a graph back to the pixels
     model.vision_tower.requires_grad_(False)
+    features = model.vision_tower(pixels)
+    assert not features.requires_grad and features.grad_fn is None
     ids = torch.tensor([[1, IMG, 5, 6]])
-    out = model(ids, pixel_values=torch.randn(1, 3, 32, 32), labels=ids)
+    out = model(ids, pixel_values=pixels, labels=ids)
     out.loss.backward()
     assert model.projector.linear_1.weight.grad is not None
-    assert all(p.grad is None for p in model.vision_tower.parameters())
-    model.zero_grad()
-    model.vision_tower.requires_grad_(True)
+    assert all(p.grad is None for p in model.vision_tower.parameters()) and pixels.grad is None
+
+
+def test_return_loss_false_keeps_logits_and_spliced_labels_for_the_sum_form(model):
+    """The trainer's call: no mean loss, but the logits and spliced labels lm_loss_sum needs."""
+    ids = torch.tensor([[1, IMG, 5, 6, 7], [1, 8, 9, 0, 0]])
+    mask = (ids != 0).long()
+    labels = ids.masked_fill((mask == 0) | (ids == IMG), IGNORE_INDEX)
+    px = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        full = model(ids, px, mask, labels=labels)
+        summed = model(ids, px, mask, labels=labels, return_loss=False)
+    assert summed.loss is None and full.loss is not None
+    assert torch.equal(summed.logits, full.logits) and torch.equal(summed.labels, full.labels)
+    loss_sum, n = lm_loss_sum(summed.logits, summed.labels)
+    assert n == 5 and torch.allclose(loss_sum / n, full.loss)  # 5, 6, 7 and 8, 9: the first token is never a target
 
 
 def test_sampling_is_reproducible_and_tiny_top_p_is_greedy(model):

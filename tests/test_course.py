@@ -1,4 +1,6 @@
-"""The course machinery: exercise generation, graded checks, and every solution/exercise pair.
+"""The course machinery: exercise generation, sanitising, and every solution/exercise pair.
+
+The graded checks themselves are tested in tests/test_grading.py.
 
 The first half tests the tools on a small synthetic chapter, so it means something even
 while solutions/ is empty; the second half is parametrised over solutions/*.ipynb.
@@ -11,7 +13,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 from nbclient.exceptions import CellExecutionError
 from nbformat import v4
 from nbval.plugin import get_sanitize_patterns
@@ -20,9 +21,6 @@ import make_exercises
 import pynb
 import run_notebook
 from make_exercises import BEGIN, END
-from minillava.course import grading
-from minillava.course.grading import GradingError
-from wrong_answers import WRONG
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -67,17 +65,6 @@ def region_lines(nb) -> tuple[set[str], set[str]]:
             elif text:
                 (inside if in_region else outside).add(text)
     return inside, outside
-
-
-def assert_rejects_all(name: str, wrong_answers: list) -> None:
-    """Every wrong answer makes the checker ``name`` raise GradingError."""
-    assert wrong_answers, f"tests/wrong_answers.py: WRONG[{name!r}] lists no wrong answers"
-    for wrong in wrong_answers:
-        try:
-            grading.CHECKS[name](wrong)
-        except GradingError:
-            continue
-        pytest.fail(f"check_{name} accepted the wrong answer {wrong!r}")
 
 
 def sanitize(text: str) -> str:
@@ -295,82 +282,6 @@ def test_sanitize_file_parses_every_pair():
     assert len(get_sanitize_patterns(text)) == len(re.findall(r"(?m)^regex: ", text))
 
 
-# ---------------------------------------------------------------- the grading framework
-
-
-@pytest.fixture
-def check_double(monkeypatch):
-    """A throwaway checker, registered in a copy of CHECKS so it leaves the real one alone."""
-    monkeypatch.setattr(grading, "CHECKS", dict(grading.CHECKS))
-
-    @grading.check("double")
-    def check_double(double):
-        grading.assert_equal(double(21), 42, what="double(21)", hint="multiply by two")
-
-    return check_double
-
-
-def test_passing_check_prints_one_fixed_line(check_double, capsys):
-    check_double(lambda x: 2 * x)
-    assert capsys.readouterr().out == "✅ double: all checks passed\n"
-    assert grading.CHECKS["double"] is check_double
-
-
-def test_failing_check_explains_itself(check_double, capsys):
-    with pytest.raises(GradingError) as failure:
-        check_double(lambda x: x + 2)
-    assert str(failure.value) == "double: double(21) is wrong\n  expected: 42\n  got:      23\n  hint: multiply by two"
-    assert capsys.readouterr().out == ""
-
-
-def test_crash_is_a_grading_error_but_a_stub_is_not(check_double):
-    with pytest.raises(GradingError, match=r"^double: your code raised TypeError") as failure:
-        check_double(lambda x: x + "2")
-    assert isinstance(failure.value.__cause__, TypeError)
-
-    def stub(x):
-        raise NotImplementedError()
-
-    with pytest.raises(NotImplementedError):
-        check_double(stub)
-
-
-def test_checker_name_must_match_function_name():
-    with pytest.raises(ValueError, match="check_projector"):
-        grading.check("projector")(lambda impl: None)
-
-
-def test_wrong_answer_machinery_fails_when_it_should(check_double):
-    assert_rejects_all("double", [lambda x: x + 2, lambda x: x * 3, lambda x: x.shape])
-    with pytest.raises(pytest.fail.Exception, match="accepted the wrong answer"):
-        assert_rejects_all("double", [lambda x: x + 2, lambda x: x + x])
-    with pytest.raises(AssertionError, match="no wrong answers"):
-        assert_rejects_all("double", [])
-
-
-def test_assert_close():
-    grading.assert_close(torch.ones(2, 3) + 1e-7, torch.ones(2, 3), what="y", hint="h")
-    grading.assert_close(torch.ones(2, dtype=torch.float16), [1.0, 1.0], what="y", hint="h")
-    with pytest.raises(GradingError, match=r"y: values differ \(shape \(2, 3\), max abs diff 0\.5 > atol 1e-05\)"):
-        grading.assert_close(torch.ones(2, 3).index_fill(1, torch.tensor([2]), 1.5), torch.ones(2, 3), what="y", hint="h")
-    with pytest.raises(GradingError, match="max abs diff nan"):
-        grading.assert_close(torch.tensor([float("nan")]), torch.tensor([0.0]), what="y", hint="h")
-    with pytest.raises(GradingError) as failure:
-        grading.assert_close(torch.ones(2, 3), torch.ones(3, 2), what="y", hint="transpose?")
-    assert str(failure.value) == "y: wrong shape\n  expected: (3, 2)\n  got:      (2, 3)\n  hint: transpose?"
-    with pytest.raises(GradingError, match="expected a torch.Tensor"):
-        grading.assert_close([1.0], torch.ones(1), what="y", hint="h")
-
-
-def test_assert_equal():
-    grading.assert_equal(torch.tensor([1, 2, 3]), [1, 2, 3], what="ids", hint="h")
-    grading.assert_equal((2, 5), (2, 5), what="shape", hint="h")
-    with pytest.raises(GradingError, match=r"ids: 1 of 3 values differ \(shape \(3,\)\)"):
-        grading.assert_equal(torch.tensor([1, 2, 4]), torch.tensor([1, 2, 3]), what="ids", hint="h")
-    with pytest.raises(GradingError, match="shape is wrong"):
-        grading.assert_equal((5, 2), (2, 5), what="shape", hint="h")
-
-
 # ---------------------------------------------------------------- pynb
 
 
@@ -428,19 +339,3 @@ def test_unfilled_exercise_fails_at_first_graded_cell(solution):
         f"expected the first error to be NotImplementedError in cell {graded}, the first graded cell; got {error}. "
         "Keep solution regions inside functions, so that an unfilled stub only fails when it is checked."
     )
-
-
-GRADED_NAMES = sorted(
-    {name for path in SOLUTIONS for cell in code_cells(nbformat.read(path, as_version=4)) for name in GRADED.findall(cell.source)}
-)
-
-
-@pytest.mark.parametrize("name", GRADED_NAMES)
-def test_checker_rejects_wrong_answers(name):
-    assert name in grading.CHECKS, f"a notebook calls grading.check_{name}, which is not registered"
-    assert name in WRONG, f"add plausible wrong answers for check_{name} to tests/wrong_answers.py"
-    assert_rejects_all(name, WRONG[name])
-
-
-def test_wrong_answers_name_real_checkers():
-    assert set(WRONG) <= set(grading.CHECKS), "tests/wrong_answers.py names a checker that does not exist"

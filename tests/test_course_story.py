@@ -18,6 +18,7 @@ from PIL import Image
 from transformers.utils import logging as hf_logging
 
 from minillava import course
+from minillava.course import cache
 from minillava.pipeline import PipelineConfig
 from test_pipeline import TINY, hub_style, no_network  # noqa: F401  (fixtures)
 
@@ -135,11 +136,11 @@ def test_a_new_build_deletes_the_entries_an_older_package_made(private_cache, mo
     def version(v):   # a fingerprint as course.fingerprint makes it, for package version v
         return lambda recipe: v + hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
 
-    monkeypatch.setattr(course, "fingerprint", version("a"))
+    monkeypatch.setattr(cache, "fingerprint", version("a"))   # where artifact looks it up
     old = course.artifact("answer", {"question": "life"}, build)
     kept = [course.artifact("answer", {"question": "everything"}, build),
             course.artifact("answer-b", {"question": "life"}, build)]
-    monkeypatch.setattr(course, "fingerprint", version("b"))   # the code changed
+    monkeypatch.setattr(cache, "fingerprint", version("b"))   # the code changed
     new = course.artifact("answer", {"question": "life"}, build)
     assert new != old and not old.exists()
     assert sorted(p.name for p in private_cache.iterdir()) == sorted([new.name] + [k.name for k in kept])
@@ -176,7 +177,7 @@ def test_the_fingerprint_follows_the_recipe_and_the_package(monkeypatch, tmp_pat
     package = tmp_path / "minillava"
     (package / "backbones" / "weights").mkdir(parents=True)
     (package / "model.py").write_text("x = 1\n")
-    monkeypatch.setattr(course, "PACKAGE", package)
+    monkeypatch.setattr(cache, "PACKAGE", package)
     before = course.fingerprint({"a": 1})
     (package / "model.py").write_text("x = 2\n")   # the code changed: the old entry must not be reused
     assert course.fingerprint({"a": 1}) != before

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillava.data import rules
+from minillava.data import questions, rules
 from minillava.toyworld import COLORS, NUMBER_WORDS, SHAPE_CORNERS, SHAPES, make_scene
 
 SEEDS = st.integers(0, 10**6)
@@ -154,6 +154,34 @@ def test_conversations_cover_every_topic_and_confident_absence():
         assert any(re.search(pattern, q) for q in questions), pattern
     assert any(re.match(rf"No, there is no \w+ ({'|'.join(rules.UNSEEN_SHAPES)})", a) for a in answers)
     assert any(a.startswith("No, there is no") for a in answers)
+
+
+# The rules' writer of each fact topic, and the topic questions.topic must read back.
+WRITERS = {rules._presence: "presence", rules._absence: "presence", rules._counts: "count",
+           rules._colours: "colour", rules._shapes: "shape", rules._sizes: "size",
+           rules._positions: "position", rules._relations: "relation"}
+
+
+def test_every_question_reads_back_as_the_topic_that_wrote_it():
+    """questions.topic finds the topic from the wording alone: each question the rules write
+    matches the wordings of its own topic and of no other, whatever the scene."""
+    assert set(WRITERS) == set(rules._TOPICS)
+    assert [name for name, _ in questions.TOPICS] == list(dict.fromkeys(WRITERS.values()))
+    seen = set()
+    for variant in ("base", "fine"):
+        for seed in range(200):
+            view, rng = rules._View(make_scene(seed, variant).annotation()), random.Random(seed)
+            for writer, expected in WRITERS.items():
+                for qa in writer(view, rng):
+                    matching = [name for name, patterns in questions._PATTERNS
+                                if any(p.fullmatch(qa.question) for p in patterns)]
+                    assert matching == [expected], (qa.question, matching)
+                    assert questions.topic(f"{qa.question}\n{rules.FORMAT_PROMPT}") == expected
+                    seen.add(expected)
+    assert seen == set(WRITERS.values())
+    # Reasoning and text-only questions are no fact topic.
+    reasoning = rules.complex_reasoning(make_scene(5).annotation(), random.Random(0))[0]
+    assert questions.topic(reasoning) == questions.topic("How many corners does a triangle have?") == questions.OTHER
 
 
 def test_yes_no_wording_does_not_give_the_answer_away():

@@ -6,14 +6,16 @@ import json
 import pytest
 import torch
 
+from minillava.backbones.zoo import tiny_backbones
 from minillava.chat import Assistant, load_assistant, save_assistant
+from minillava.cli import main
 from minillava.data.batching import collate
 from minillava.data.dataset import InstructionDataset, load_llava_json
+from minillava.eval.assistants import as_assistant
 from minillava.image import ImageProcessor
 from minillava.model import MiniLlava, MiniLlavaConfig
 from minillava.toyworld import make_scene, render
 from minillava.train import STAGE1, STAGE2, train
-from minillava.backbones.zoo import tiny_backbones
 from tiny_tokenizer import well_behaved
 
 CORPUS = [c for seed in range(30) for c in make_scene(seed).captions()] + \
@@ -142,6 +144,10 @@ def test_batched_chat_equals_one_by_one_and_survives_save_load(tmp_path, tok, mo
     alone = [assistant.ask(im, q) for im, q in zip(images, questions)]
     together = assistant.chat([[{"role": "user", "content": f"<image>\n{q}"}] for q in questions], images)
     assert together == alone and all(isinstance(a, str) for a in alone)
+    # It is an assistant the evaluation suite takes as it is, batched or one by one.
+    assert as_assistant(assistant) is assistant and assistant.name == "assistant"
+    assert assistant.answer_batch(images, questions) == [assistant.answer(im, q) for im, q in zip(images, questions)]
+    assert assistant.answer_batch(images, questions) == alone
     reloaded = load_assistant(save_assistant(assistant, tmp_path / "assistant"))
     assert [reloaded.ask(im, q) for im, q in zip(images, questions)] == alone
     with pytest.raises(FileNotFoundError, match="save_assistant"):
@@ -150,12 +156,12 @@ def test_batched_chat_equals_one_by_one_and_survives_save_load(tmp_path, tok, mo
 
 def test_minillava_eval_runs_a_saved_assistant(tmp_path, tok, model, capsys):
     """The CLI loads the folder and answers every task's questions in batches."""
-    from minillava.cli import main
-
-    save_assistant(Assistant(model, tok, PROCESSOR, max_new_tokens=4), tmp_path / "assistant")
-    main(["eval", "--assistant", str(tmp_path / "assistant"), "--tasks", "toy_vqa,pope_random", "--n", "2",
+    save_assistant(Assistant(model, tok, PROCESSOR, max_new_tokens=4), tmp_path / "run7")
+    main(["eval", "--assistant", str(tmp_path / "run7"), "--tasks", "toy_vqa,pope_random", "--n", "2",
           "--out", str(tmp_path / "eval")])
-    results = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["config"]["assistant"] == "run7"   # named after its folder
+    results = results["results"]
     assert set(results) == {"toy_vqa", "pope_random"}
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert samples and all(isinstance(s["prediction"], str) for s in samples)  # random weights: any answer

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillava.eval import chair, choice, judge, pope, vqa
+from minillava.eval import chair, choice, llava_bench, pope, vqa
 
 PROPERTY = settings(max_examples=40, deadline=None)
 
@@ -520,7 +520,7 @@ def test_circular_accuracy_never_exceeds_plain(records):
 
 
 def test_judge_prompt_layout():
-    messages = judge.judge_prompt("a dog on grass", "What is it?", "A dog.", "A cat.")
+    messages = llava_bench.judge_prompt("a dog on grass", "What is it?", "A dog.", "A cat.")
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[0]["content"] == (
         "You are a helpful and precise assistant for checking the quality of the answer."
@@ -555,16 +555,16 @@ def test_judge_prompt_layout():
     ],
 )
 def test_parse_scores(text, expected):
-    assert judge.parse_scores(text) == expected
+    assert llava_bench.parse_scores(text) == expected
 
 
 def test_combine_orders_cancels_position_bias():
     # The judge adds +1 to whoever is Assistant 1: true scores ref 8, model 6.
     reference_first = (9.0, 6.0)  # (reference, model)
     model_first = (7.0, 8.0)  # (model, reference)
-    assert judge.combine_orders(reference_first, model_first) == (8.5, 6.5)
-    assert judge.combine_orders(None, model_first) is None
-    assert judge.combine_orders(reference_first, None) is None
+    assert llava_bench.combine_orders(reference_first, model_first) == (8.5, 6.5)
+    assert llava_bench.combine_orders(None, model_first) is None
+    assert llava_bench.combine_orders(reference_first, None) is None
 
 
 def test_relative_scores_per_category_with_failures_apart():
@@ -575,7 +575,7 @@ def test_relative_scores_per_category_with_failures_apart():
         {"category": "detail", "scores": (5.0, 5.0)},
         {"category": "complex", "scores": None},
     ]
-    result = judge.relative_scores(records)
+    result = llava_bench.relative_scores(records)
     assert list(result) == ["conversation", "detail", "complex", "overall"]
     assert result["conversation"] == {
         "relative": pytest.approx(7 / 8 * 100),
@@ -598,11 +598,11 @@ def test_relative_scores_per_category_with_failures_apart():
 
 def test_relative_scores_refuses_fake_scores():
     with pytest.raises(ValueError, match=r"must be None, not a placeholder"):
-        judge.relative_scores([{"category": "detail", "scores": [-1, -1]}])
+        llava_bench.relative_scores([{"category": "detail", "scores": [-1, -1]}])
     with pytest.raises(ValueError, match="'overall' is reserved"):
-        judge.relative_scores([{"category": "overall", "scores": (5, 5)}])
+        llava_bench.relative_scores([{"category": "overall", "scores": (5, 5)}])
     with pytest.raises(ValueError, match="no records"):
-        judge.relative_scores([])
+        llava_bench.relative_scores([])
 
 
 score = st.floats(min_value=1.0, max_value=10.0)
@@ -611,10 +611,10 @@ score = st.floats(min_value=1.0, max_value=10.0)
 @PROPERTY
 @given(score, score, score, score)
 def test_combined_scores_stay_in_range_and_are_order_symmetric(ref_a, model_a, model_b, ref_b):
-    ref, model = judge.combine_orders((ref_a, model_a), (model_b, ref_b))
+    ref, model = llava_bench.combine_orders((ref_a, model_a), (model_b, ref_b))
     assert 1.0 <= ref <= 10.0 and 1.0 <= model <= 10.0
     # Swapping which judgement is which gives the same average.
-    assert judge.combine_orders((ref_b, model_b), (model_a, ref_a)) == (ref, model)
+    assert llava_bench.combine_orders((ref_b, model_b), (model_a, ref_a)) == (ref, model)
 
 
 @PROPERTY
@@ -622,10 +622,10 @@ def test_combined_scores_stay_in_range_and_are_order_symmetric(ref_a, model_a, m
 def test_failed_judgements_never_change_the_scores(all_scores):
     records = [{"category": "detail", "scores": s} for s in all_scores]
     scored_only = [r for r in records if r["scores"] is not None]
-    result = judge.relative_scores(records)["overall"]
+    result = llava_bench.relative_scores(records)["overall"]
     assert result["n_failed"] == len(records) - len(scored_only)
     if scored_only:
-        assert result["relative"] == judge.relative_scores(scored_only)["overall"]["relative"]
+        assert result["relative"] == llava_bench.relative_scores(scored_only)["overall"]["relative"]
         assert 10.0 <= result["relative"] <= 1000.0
     else:
         assert result["relative"] is None and result["n_scored"] == 0

@@ -4,6 +4,7 @@ Every expected number is worked out from the scenes themselves, so each test fai
 a task, a metric or the runner goes wrong. Servers bind 127.0.0.1 on a free port.
 """
 
+import itertools
 import json
 from dataclasses import replace
 
@@ -12,13 +13,13 @@ import pytest
 from minillava.cli import main
 from minillava.data.prompts import parse_toy_context, toy_context
 from minillava.data.server import Faults, TeacherServer
-from minillava.eval import judge as llava_judge
+from minillava.eval import llava_bench
 from minillava.eval.assistants import FunctionAssistant, HallucinatingDescriber, OracleAssistant, YesAssistant
 from minillava.eval.judges import JudgeRequest, OpenAIJudge, RuleJudge, judge_both_orders, summarize
-from minillava.eval.scenes import DESCRIBE_PROMPT, EVAL_SEED_START, answer_key, eval_seeds, scene_annotation
+from minillava.eval.scenes import DESCRIBE_PROMPT, answer_key, eval_seeds, scene_annotation
 from minillava.eval.suite import run_suite
 from minillava.eval.tasks import TASKS, Task, llava_bench_task, multiple_choice_docs, register_task
-from minillava.toyworld import make_scene, render
+from minillava.toyworld import EVAL_SEEDS, HELDOUT_SEEDS, TRAIN_SEEDS, make_scene, render
 
 N = 12
 SEEDS = eval_seeds(N, seed=0)
@@ -43,9 +44,17 @@ def api_key(monkeypatch):
 
 
 def test_eval_scenes_are_held_out_and_reproducible():
-    assert all(seed >= EVAL_SEED_START for seed in SEEDS)   # training seeds start at 0
-    assert len(set(SEEDS)) == N and eval_seeds(N, seed=0) == SEEDS
-    assert eval_seeds(N, seed=1) != SEEDS
+    # The seed spaces do not overlap, so no evaluation scene is a training or a probing scene.
+    for a, b in itertools.combinations((TRAIN_SEEDS, EVAL_SEEDS, HELDOUT_SEEDS), 2):
+        assert a.stop <= b.start or b.stop <= a.start, (a, b)
+    drawn = eval_seeds(2000, seed=3)
+    assert all(seed in EVAL_SEEDS and seed not in TRAIN_SEEDS and seed not in HELDOUT_SEEDS for seed in drawn)
+    assert len(set(drawn)) == len(drawn) and drawn == sorted(drawn)
+    tenth = len(EVAL_SEEDS) // 10   # drawn across the whole pool, not from one corner of it
+    assert min(drawn) < EVAL_SEEDS.start + tenth and max(drawn) >= EVAL_SEEDS.stop - tenth
+    # Deterministic for a seed; another seed draws other scenes.
+    assert eval_seeds(N, seed=0) == SEEDS and len(set(SEEDS)) == N
+    assert eval_seeds(N, seed=1) != SEEDS and not set(eval_seeds(N, seed=1)) & set(SEEDS)
     with pytest.raises(ValueError, match="n must be"):
         eval_seeds(0)
 
@@ -162,7 +171,7 @@ def test_openai_judge_counts_failures_and_never_averages_them_in(api_key):
     seeds = eval_seeds(6)
     describer = HallucinatingDescriber([scene_annotation(seed) for seed in seeds], min_objects=1)
     faults = Faults(rate_limit=0.3, server_error=0.2, malformed=0.15, seed=1)
-    with TeacherServer(faults=faults) as server:
+    with TeacherServer(faults=faults, judge=RuleJudge()) as server:
         judge = OpenAIJudge(server.model, server.url, timeout=5, backoff=0.01, max_attempts=2)
         report = run_suite(describer, [llava_bench_task(judge)], n_per_task=6)
     bench = metrics(report, "llava_bench")
@@ -204,12 +213,14 @@ def test_openai_judge_reads_its_key_from_the_environment_only(monkeypatch):
         OpenAIJudge("gpt-4o")
 
 
-def test_the_server_answers_judge_prompts_with_the_rule_judge():
+def test_the_server_answers_judge_prompts_with_the_judge_it_is_given():
     annotation = scene_annotation(SEEDS[1])
     description = answer_key(annotation)[DESCRIBE_PROMPT].answer
-    messages = llava_judge.judge_prompt(toy_context(annotation), DESCRIBE_PROMPT, description, "Yes")
-    with TeacherServer() as server:
-        assert llava_judge.parse_scores(server._reply(messages, {})) == (10.0, 1.0)
+    messages = llava_bench.judge_prompt(toy_context(annotation), DESCRIBE_PROMPT, description, "Yes")
+    with TeacherServer(judge=RuleJudge()) as server:
+        assert llava_bench.parse_scores(server._reply(messages, {})) == (10.0, 1.0)
+    with TeacherServer() as server, pytest.raises(ValueError, match="SYSTEM_MESSAGES"):
+        server._reply(messages, {})   # no judge: a judge prompt is just a request the teacher cannot answer
 
 
 # ---------------------------------------------------------------- tasks, runner, CLI
@@ -241,6 +252,15 @@ def test_the_runner_and_oracle_refuse_what_they_cannot_handle():
         run_suite(YesAssistant(), ["no_such_task"], n_per_task=2)
     with pytest.raises(ValueError, match="one string per question"):
         run_suite(lambda image, question: None, ["toy_vqa"], n_per_task=2)
+
+    class Nameless:
+        def answer(self, image, question):
+            return "yes"
+
+    with pytest.raises(TypeError, match="no name: give it a name attribute"):
+        run_suite(Nameless(), ["toy_vqa"], n_per_task=2)
+    with pytest.raises(TypeError, match="needs a name and a method answer"):
+        run_suite("oracle", ["toy_vqa"], n_per_task=2)
     oracle = OracleAssistant.for_seeds(SEEDS[:1])
     with pytest.raises(ValueError, match="does not know this image"):
         oracle.answer(render(make_scene(SEEDS[1])), DESCRIBE_PROMPT)

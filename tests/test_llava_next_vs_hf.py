@@ -146,7 +146,7 @@ def test_image_sizes_errors_name_the_fix():
                           *tiny_backbones())
     with pytest.raises(ValueError, match="no CLS"):
         cls_model(ids, **inputs)
-    with pytest.raises(ValueError, match="unknown image_mode"):
+    with pytest.raises(ValueError, match="unknown image mode .tiles."):
         MiniLlavaConfig(IMG, image_mode="tiles")
 
 

@@ -38,11 +38,11 @@ def test_measures_the_lm_it_is_given(tmp_path):
     import torch
     from transformers import LlamaForCausalLM
 
-    from minillava.backbones import pretrain, zoo
+    from minillava.backbones import toy_lm, zoo
 
     tokenizer = zoo.load_tokenizer()
     torch.manual_seed(0)
-    LlamaForCausalLM(pretrain.lm_config(tokenizer)).save_pretrained(tmp_path / "fresh")
+    LlamaForCausalLM(toy_lm.lm_config(tokenizer)).save_pretrained(tmp_path / "fresh")
     tokenizer.save_pretrained(tmp_path / "fresh")
     fresh = lm_reading.main(["--lm", str(tmp_path / "fresh"), "--eval-scenes", "4"])
     shipped = lm_reading.main(["--eval-scenes", "4"])

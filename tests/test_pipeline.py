@@ -7,6 +7,7 @@ the network: a socket that tries to connect fails the test.
 
 import argparse
 import json
+import re
 import socket
 
 import pytest
@@ -132,15 +133,47 @@ def test_bad_config_files_are_refused_with_the_problem_named(tmp_path, text, mes
         parse(["--config", str(tmp_path / "run.yaml")])
 
 
+@pytest.mark.parametrize("name", list(pipeline.config.FIELDS))
+def test_every_option_is_checked_from_its_field(name):
+    """The checks come from each field's type and rules: none is written per option."""
+    rules, default = pipeline.config.FIELDS[name].metadata, getattr(pipeline.PipelineConfig(), name)
+    with pytest.raises(pipeline.ConfigError, match=f"^option '{name}' must be "):   # a list is no option's type
+        pipeline.make_config({name: [default]})
+    if "at_least" in rules:
+        with pytest.raises(pipeline.ConfigError, match=f"^option '{name}' must be at least {rules['at_least']}, got "):
+            pipeline.make_config({name: rules["at_least"] - 1})
+        assert getattr(pipeline.make_config({name: rules["at_least"]}), name) == rules["at_least"]
+    if rules.get("positive"):
+        for bad in (0, -1.0, float("nan")):
+            with pytest.raises(pipeline.ConfigError, match=f"^option '{name}' must be positive, got "):
+                pipeline.make_config({name: bad})
+    assert getattr(pipeline.make_config({name: default}), name) == default   # the default passes its own rules
+
+
+def test_a_misspelt_rule_is_refused_where_the_option_is_declared():
+    with pytest.raises(TypeError, match=r"unknown option rule\(s\) \['atleast'\]"):
+        pipeline.config.option(1, "steps", atleast=1)
+
+
 def test_the_command_line_reports_config_errors_without_a_traceback(tmp_path, capsys):
+    """One line on stderr and exit status 2, as for a flag argparse itself cannot parse."""
     (tmp_path / "run.toml").write_text("")
-    with pytest.raises(SystemExit, match="minillava pipeline: config file .*run.toml must end in .json, .yaml"):
-        main(["pipeline", "--config", str(tmp_path / "run.toml")])
-    with pytest.raises(SystemExit, match="minillava pipeline: config file .*missing.yaml not found"):
-        main(["pipeline", "--config", str(tmp_path / "missing.yaml")])
-    with pytest.raises(SystemExit):   # argparse: not a number
+    for argv, message in [
+            (["--config", str(tmp_path / "run.toml")], r"config file .*run.toml must end in .json, .yaml"),
+            (["--config", str(tmp_path / "missing.yaml")], r"config file .*missing.yaml not found"),
+            (["--stage1-steps", "0"], r"option 'stage1_steps' must be at least 1, got 0"),
+            (["--template", "vicuna"], r"unknown template 'vicuna'; choose one of plain, vicuna_v1"),
+            (["--mixture", "captions=1"], r"unknown mixture source\(s\) \['captions'\]"),
+            (["--data", str(tmp_path / "mix.json")], r"data: no file at .*mix.json; give a LLaVA JSON/JSONL file, "
+                                                     r"or 'toy'")]:
+        with pytest.raises(SystemExit) as stopped:
+            main(["pipeline", "--out", str(tmp_path / "out"), *argv])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and re.fullmatch(f"minillava pipeline: {message}.*\n", err), (argv, err)
+    assert not (tmp_path / "out").exists()   # refused before the run started
+    with pytest.raises(SystemExit) as stopped:   # argparse: not a number
         main(["pipeline", "--stage2-lr", "fast"])
-    assert "invalid float value: 'fast'" in capsys.readouterr().err
+    assert stopped.value.code == 2 and "invalid float value: 'fast'" in capsys.readouterr().err
 
 
 def test_a_misspelt_backbone_fails_before_any_data_is_made(tmp_path):

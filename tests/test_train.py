@@ -11,6 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from minillava.checkpoint import load_model
 from minillava.data.batching import batch_schedule, collate
+from minillava.loss import lm_loss_sum
+from minillava.splicing import IGNORE_INDEX
 from minillava.train import STAGE1, STAGE2, lr_factor, set_trainable, train
 from minillava.backbones.zoo import tiny_random_model
 
@@ -88,6 +90,24 @@ def test_accumulation_weights_every_token_equally(tmp_path):
     _, accumulated = run(dataclasses.replace(base, batch_size=2, grad_accum=2), tmp_path / "b")
     for key in ("loss", "grad_norm"):
         assert accumulated.metrics[0][key] == pytest.approx(whole.metrics[0][key], rel=1e-5)
+
+
+def test_the_logged_loss_is_the_token_sum_of_the_taught_loss_over_the_step(tmp_path):
+    """One step over the whole data set logs lm_loss_sum / supervised tokens of the untrained model."""
+    stage = dataclasses.replace(STAGE2, lr=1e-3, batch_size=len(DATA), max_steps=1, group_by_length=False)
+    model = tiny_random_model()
+    with torch.no_grad():
+        out = model(**collate(DATA, pad_token_id=0))
+    loss_sum, n = lm_loss_sum(out.logits, out.labels)
+    _, result = run(stage, tmp_path)
+    assert result.metrics[0]["loss"] == pytest.approx(float(loss_sum) / n, rel=1e-6)
+
+
+def test_a_step_without_supervised_tokens_is_refused(tmp_path):
+    silent = [{**sample, "labels": [IGNORE_INDEX] * len(sample["labels"])} for sample in DATA]
+    with pytest.raises(ValueError, match="no supervised tokens"):
+        train(tiny_random_model(), dataclasses.replace(STAGE1, batch_size=4, max_steps=1), silent, tmp_path,
+              progress=False)
 
 
 def test_gradient_checkpointing_recomputes_without_changing_the_step(tmp_path, recwarn):

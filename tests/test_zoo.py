@@ -13,7 +13,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (CLIPConfig, CLIPModel, CLIPVisionModel, LlamaConfig, LlamaForCausalLM,
                           PreTrainedTokenizerFast, RegNetModel, SiglipConfig, SiglipModel, SiglipVisionModel)
 
-from minillava.backbones import pretrain, zoo
+from minillava.backbones import gates, zoo
+from minillava.backbones.toy_clip import scene_pixels, vision_config
+from minillava.backbones.toy_lm import answer
+from minillava.backbones.toy_text import lm_documents
 from minillava.conversation import IGNORE_INDEX, IMAGE_MARKER, get_template
 from minillava.model import MiniLlava
 from minillava.toyworld import make_scene
@@ -24,7 +27,7 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-# The toy-lm's reading gate (pretrain.scene_reading): accuracy with the question's own scene
+# The toy-lm's reading gate (gates.scene_reading): accuracy with the question's own scene
 # written out, and how much of it is lost with another scene's text, overall and per topic.
 # Measured on the shipped toy-lm (150 scenes): 0.79 own, gap 0.38; topic gaps 0.41 to 0.81,
 # except size (-0.11) and relation (0.00): it does not yet read which size belongs to the
@@ -53,7 +56,7 @@ def test_loaded_types_and_shapes():
     assert isinstance(vision, RegNetModel) and isinstance(lm, LlamaForCausalLM)
     assert not vision.training and not lm.training
     tower = zoo.pretrained_model()[0].vision_tower
-    features = tower(pretrain.scene_pixels([make_scene(s) for s in range(3)]))
+    features = tower(scene_pixels([make_scene(s) for s in range(3)]))
     assert features.shape == (3, 16, 64)   # 16 patch tokens of width 64 per 64x64 image
 
 
@@ -77,7 +80,7 @@ def test_shipped_tokenizer_special_tokens(tokenizer):
 @given(data=st.data())
 def test_shipped_tokenizer_passes_the_template_check(tokenizer, name, data):
     """Real toy turns (written scenes, questions, answers) tokenise without a mismatch."""
-    template, messages = data.draw(st.sampled_from(pretrain.lm_documents(60, seed=7)))
+    template, messages = data.draw(st.sampled_from(lm_documents(60, seed=7)))
     if data.draw(st.booleans()):   # the same turn with an image in front, as stage 2 has it
         messages = [dict(messages[0], content=IMAGE_MARKER + "\n" + messages[0]["content"])] + messages[1:]
     if name == "plain":
@@ -92,7 +95,7 @@ def test_shipped_tokenizer_passes_the_template_check(tokenizer, name, data):
 
 def test_gate_linear_probe_reads_presence_and_count():
     # (its time, about 20 s on one thread, is measured by benchmarks/bench_zoo.py, not asserted here)
-    result = pretrain.linear_probe(zoo.load("toy-vision"))
+    result = gates.linear_probe(zoo.load("toy-vision"))
     # "absent" for every label is already right most of the time: the probe must do better
     assert result["presence"] >= 0.95 > result["presence_all_absent"], result
     assert result["count"] >= 0.95, result
@@ -101,16 +104,16 @@ def test_gate_linear_probe_reads_presence_and_count():
 def test_gate_linear_probe_fails_on_a_random_tower():
     """The same gate, on an untrained tower of the same shape, does not pass."""
     torch.manual_seed(0)
-    result = pretrain.linear_probe(RegNetModel(pretrain.vision_config()), n_train=1500, n_test=500)
+    result = gates.linear_probe(RegNetModel(vision_config()), n_train=1500, n_test=500)
     assert result["presence"] < 0.95
 
 
 def test_gate_image_to_caption_retrieval(tokenizer):
-    assert pretrain.retrieval_accuracy(zoo.load("toy-clip"), tokenizer) >= 0.80
+    assert gates.retrieval_accuracy(zoo.load("toy-clip"), tokenizer) >= 0.80
 
 
 def test_gate_knowledge_questions(tokenizer):
-    assert pretrain.knowledge_accuracy(zoo.load("toy-lm"), tokenizer) >= 0.90
+    assert gates.knowledge_accuracy(zoo.load("toy-lm"), tokenizer) >= 0.90
 
 
 def test_gate_lm_reads_a_written_scene(tokenizer):
@@ -119,7 +122,7 @@ def test_gate_lm_reads_a_written_scene(tokenizer):
     Each question is asked after its own scene and after another scene's: a model that
     answered from the question alone would score the same twice.
     """
-    result = pretrain.scene_reading(zoo.load("toy-lm"), tokenizer, n_scenes=150)
+    result = gates.scene_reading(zoo.load("toy-lm"), tokenizer, n_scenes=150)
     assert result["own scene"]["accuracy"] >= OWN_SCENE_GATE and result["gap"] >= GAP_GATE, result
     assert all(result["gap_by_topic"][t] >= TOPIC_GAP_GATE for t in READ_TOPICS), result["gap_by_topic"]
 
@@ -131,18 +134,18 @@ def test_gate_reading_fails_on_a_guesser(monkeypatch):
         return [p.split(" background")[0].split()[-1] for p in prompts]
 
     background = lambda annotation, rng: [("What colour is the background?", annotation["background"])]  # noqa: E731
-    monkeypatch.setattr(pretrain, "answer", read_background)
-    result = pretrain.scene_reading(None, None, n_scenes=30, questions=background)
+    monkeypatch.setattr(gates, "answer", read_background)   # where scene_reading looks it up
+    result = gates.scene_reading(None, None, n_scenes=30, questions=background)
     assert result["own scene"]["accuracy"] == 1.0 and result["gap"] > 0.4
-    monkeypatch.setattr(pretrain, "answer", lambda lm, tokenizer, prompts, max_new_tokens: ["gray"] * len(prompts))
-    guess = pretrain.scene_reading(None, None, n_scenes=30, questions=background)
+    monkeypatch.setattr(gates, "answer", lambda lm, tokenizer, prompts, max_new_tokens: ["gray"] * len(prompts))
+    guess = gates.scene_reading(None, None, n_scenes=30, questions=background)
     assert guess["gap"] == 0.0 and guess["own scene"]["accuracy"] < OWN_SCENE_GATE
 
 
 def test_batched_answers_equal_one_by_one(tokenizer):
     lm = zoo.load("toy-lm")
     questions = ["How many corners does a triangle have?", "What is the opposite of above?", "Hello!"]
-    assert pretrain.answer(lm, tokenizer, questions) == [pretrain.answer(lm, tokenizer, [q])[0] for q in questions]
+    assert answer(lm, tokenizer, questions) == [answer(lm, tokenizer, [q])[0] for q in questions]
 
 
 def test_pretrained_model_runs_a_training_step(tokenizer):
@@ -150,7 +153,7 @@ def test_pretrained_model_runs_a_training_step(tokenizer):
     assert model.config.image_token_id == tok.convert_tokens_to_ids(IMAGE_MARKER)
     sample = get_template("vicuna_v1").tokenize(
         [{"role": "user", "content": "<image>\nIs there a red circle?"}, {"role": "assistant", "content": "Yes."}], tok)
-    out = model(torch.tensor([sample["input_ids"]]), pretrain.scene_pixels([make_scene(0)]),
+    out = model(torch.tensor([sample["input_ids"]]), scene_pixels([make_scene(0)]),
                 labels=torch.tensor([sample["labels"]]))
     out.loss.backward()
     assert out.logits.shape[1] == len(sample["input_ids"]) - 1 + 16   # <image> became 16 tokens

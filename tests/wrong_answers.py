@@ -2,14 +2,26 @@
 
 ``WRONG`` maps a checker's name (``"projector"`` for ``grading.check_projector``) to a
 list of wrong implementations, each passed to the checker the way a learner's would be.
-tests/test_course.py requires an entry for every checker that a solution notebook calls,
-and a GradingError from the checker for each wrong answer. These are mistakes learners
-make (a missing activation, an off-by-one mask, a transposed shape), not random junk.
+tests/test_grading.py requires an entry for every registered checker, and a GradingError
+from the checker for each wrong answer (the right answer it must accept comes from the
+solution notebook, through tests/right_answers.py). These are mistakes learners make (a
+missing activation, an off-by-one mask, a transposed shape), not random junk.
 """
+
+import math
+import random
+import re
+from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from minillava.conversation import get_template
+from minillava.eval.failures import TOPICS, topic
+from minillava.loss import lm_loss_sum
+from minillava.toyworld import Scene
+from minillava.train import GROUPS
 
 
 # ---------------------------------------------------------------- projector
@@ -67,7 +79,6 @@ def loss_mean_of_sample_means(logits, labels):  # weights a token in a short ans
 # ---------------------------------------------------------------- symbolic context (chapter 2)
 def _context(box_key="box", decimals=3, blank_line=True, with_size=True):
     def symbolic_context(annotation):
-        from minillava.toyworld import Scene
         captions = Scene.from_annotation(annotation).captions()
         lines = []
         for o in annotation["objects"]:
@@ -78,13 +89,11 @@ def _context(box_key="box", decimals=3, blank_line=True, with_size=True):
 
 
 def context_pixel_boxes(annotation):  # pixel coordinates written as integers
-    from minillava.toyworld import Scene
     lines = [f"{o['size']} {o['name']}: {o['pixel_box']}" for o in annotation["objects"]]
     return "\n".join(Scene.from_annotation(annotation).captions()) + "\n\n" + "\n".join(lines)
 
 
 def context_unformatted_floats(annotation):  # str(list): 0.76 instead of 0.760
-    from minillava.toyworld import Scene
     lines = [f"{o['size']} {o['name']}: {o['box']}" for o in annotation["objects"]]
     return "\n".join(Scene.from_annotation(annotation).captions()) + "\n\n" + "\n".join(lines)
 
@@ -92,7 +101,6 @@ def context_unformatted_floats(annotation):  # str(list): 0.76 instead of 0.760
 # ---------------------------------------------------------------- parse conversation (chapter 2)
 def _parse(roles=("human", "gpt"), strip=True, keep_label=False, keep_unanswered=False):
     def parse_conversation(raw):
-        import re
         turns = []
         for block in re.split(r"^[ \t]*===[ \t]*$", raw, flags=re.MULTILINE):
             label, _, text = block.strip().partition(":")
@@ -107,7 +115,6 @@ def _parse(roles=("human", "gpt"), strip=True, keep_label=False, keep_unanswered
 
 
 def parse_keeping_separators(raw):  # split at the labels only: the "===" lines stay in the values
-    import re
     parts = re.split(r"^\s*(Question|Answer):", raw, flags=re.MULTILINE)[1:]
     turns = [{"from": "human" if label == "Question" else "gpt", "value": text.strip()}
              for label, text in zip(parts[::2], parts[1::2])]
@@ -115,7 +122,6 @@ def parse_keeping_separators(raw):  # split at the labels only: the "===" lines 
 
 
 def parse_one_line_answers(raw):  # keeps only the first line of each text
-    import re
     turns = []
     for block in re.split(r"^[ \t]*===[ \t]*$", raw, flags=re.MULTILINE):
         label, _, text = block.strip().partition(":")
@@ -210,7 +216,6 @@ def _pope_metrics(positive="yes", yes_ratio_of="predictions", guard=True, f1="ha
 # ---------------------------------------------------------------- CHAIR (chapter 8)
 def _chair_scores(once=True, synonyms=True, swap=False, pooled=True):
     def chair_scores(descriptions, present_objects, vocab):
-        import re
         forms = {}
         for obj, names in vocab.items():
             for name in (names if synonyms else [obj, obj + "s"]):  # without synonyms: the name and "+s"
@@ -248,7 +253,6 @@ def _parse_judgement(on_failure=None, check_range=True, commas=True):
 
 
 def parse_judgement_anywhere(text):  # the first two numbers anywhere in the reply
-    import re
     numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
     if len(numbers) < 2 or not all(1 <= n <= 10 for n in numbers[:2]):
         return None
@@ -280,7 +284,6 @@ WRONG = {
 # ---------------------------------------------------------------- chat templates (chapter 6)
 def _render_vicuna(end="</s>", after_system=" ", generation="ASSISTANT:", move_image=True, image_sep="\n",
                    override=True, user_start="USER: "):
-    from minillava.conversation import get_template
     default_system = get_template("vicuna_v1").system
 
     def render_vicuna(messages, add_generation_prompt=False):
@@ -364,8 +367,6 @@ WRONG.update({
 
 # ---------------------------------------------------------------- param groups (chapter 4)
 def _param_groups(everything=False, modes="per group", newline=True, unfreeze=True, one_lr=False, check=True):
-    from minillava.train import GROUPS
-
     def param_groups(model, lrs):
         if check and set(lrs) - set(GROUPS):
             raise ValueError(f"unknown group; choose from {GROUPS}")
@@ -392,8 +393,6 @@ def _param_groups(everything=False, modes="per group", newline=True, unfreeze=Tr
 
 # ---------------------------------------------------------------- token-weighted accumulation (chapter 4)
 def _accumulate(weighting="tokens", count="labels", zero_between=False):
-    from minillava.loss import lm_loss_sum
-
     def accumulate(model, micro_batches):
         outputs = [model(**batch) for batch in micro_batches]
         if count == "labels":
@@ -423,9 +422,6 @@ def _accumulate(weighting="tokens", count="labels", zero_between=False):
 
 # ---------------------------------------------------------------- ratio sampler (chapter 7)
 def _ratio_sample(rounding="largest remainder", within="passes", final_shuffle=True, rng="seeded", check=True):
-    import math
-    import random
-
     def ratio_sample(sizes, weights, total, seed=0):
         if check and (min(weights.values()) < 0 or sum(weights.values()) <= 0):
             raise ValueError("weights must be >= 0 with a positive sum")
@@ -476,10 +472,6 @@ WRONG.update({
 
 # ---------------------------------------------------------------- gap by topic (chapter 9)
 def _gap_by_topic(sign=1, grouping="topic", n_from="right", empty=False, order="topics", check="prompts"):
-    from collections import defaultdict
-
-    from minillava.eval.failures import TOPICS, topic
-
     def gap_by_topic(right, blank):
         if check == "prompts" and (len(right) != len(blank) or
                                    any(a["prompt"] != b["prompt"] for a, b in zip(right, blank))):

@@ -7,7 +7,7 @@ shape, every code path and every comparison with transformers' LLaVA is the real
 
 Training needs backbones that already know something, as LLaVA starts from CLIP and
 Vicuna. ``load`` returns the pretrained toy backbones shipped in minillava/backbones/weights/
-(made by ``minillava.backbones.pretrain``; ``available()`` lists them) or any real checkpoint
+(made by ``minillava.backbones.build``; ``available()`` lists them) or any real checkpoint
 from a folder or the Hugging Face Hub, through the same call::
 
     tower, lm, tok = load("toy-vision"), load("toy-lm"), load_tokenizer("toy-lm")
@@ -25,6 +25,8 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoToken
                           CLIPVisionModel, LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING
 
+from minillava.backbones.recipe import VISION_FEATURE_LAYER
+from minillava.backbones.toy_clip import ToyCLIP
 from minillava.conversation import IMAGE_MARKER
 from minillava.model import MiniLlava, MiniLlavaConfig
 
@@ -76,16 +78,17 @@ def tiny_random_model(projector: str = "mlp2x_gelu", image_mode: str = "pad", **
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = "manifest.json"
 REBUILD = "rebuild the shipped backbones with `minillava zoo build`"
+# In the order the build makes them (build.py writes these folders and their manifest).
 SHIPPED = {
+    "toy-clip": "the whole toy CLIP: vision and text towers, projections, temperature (toy_clip.ToyCLIP)",
     "toy-vision": "the vision tower of toy-clip (RegNetModel): a 64x64 image -> 16 tokens of width 64 "
                   "at its last stage (hidden_states[-1])",
     "toy-lm": "a LlamaForCausalLM pretrained on toy text, with its tokenizer (vicuna_v1 chat template)",
-    "toy-clip": "the whole toy CLIP: vision and text towers, projections, temperature (pretrain.ToyCLIP)",
 }
 
 
 def available() -> list[str]:
-    """Names of the shipped pretrained backbones (built by ``minillava.backbones.pretrain``)."""
+    """Names of the shipped pretrained backbones (built by ``minillava.backbones.build``)."""
     return sorted(SHIPPED)
 
 
@@ -138,7 +141,7 @@ def _source(name: str) -> tuple[str | Path, dict]:
 def load(name: str, **kwargs) -> nn.Module:
     """A pretrained backbone in eval mode, by zoo name, local folder or Hugging Face id.
 
-    toy-vision -> RegNetModel, toy-lm -> LlamaForCausalLM, toy-clip -> pretrain.ToyCLIP.
+    toy-vision -> RegNetModel, toy-lm -> LlamaForCausalLM, toy-clip -> toy_clip.ToyCLIP.
     Any other checkpoint by what its config says: a causal LM (Vicuna, SmolLM2, ...) ->
     AutoModelForCausalLM; a two-tower model (CLIP, SigLIP: its config has a
     vision_config) -> its vision tower alone (CLIPVisionModel, ...), as LLaVA loads it;
@@ -146,7 +149,6 @@ def load(name: str, **kwargs) -> nn.Module:
     (e.g. dtype=torch.bfloat16).
     """
     if name == "toy-clip":
-        from minillava.backbones.pretrain import ToyCLIP   # pretrain imports zoo: import it late
         return ToyCLIP.load(path(name))
     source, offline = _source(name)
     config = AutoConfig.from_pretrained(source, **offline)
@@ -177,11 +179,10 @@ def pretrained_model(vision: str = "toy-vision", language: str = "toy-lm", proje
     The default is the shipped toy pair; real ones go through the same call, e.g.
     ``pretrained_model("openai/clip-vit-large-patch14-336", "lmsys/vicuna-7b-v1.5")``.
     vision_feature_layer: None reads LLaVA's -2, or for toy-vision its last stage
-    (pretrain.VISION_FEATURE_LAYER, 16 tokens). A tokenizer without "<image>" gets it as
+    (recipe.VISION_FEATURE_LAYER, 16 tokens). A tokenizer without "<image>" gets it as
     a special token and the language model a row for it, as LLaVA does.
     """
     if vision_feature_layer is None:
-        from minillava.backbones.pretrain import VISION_FEATURE_LAYER   # pretrain imports zoo: import it late
         vision_feature_layer = VISION_FEATURE_LAYER if vision == "toy-vision" else -2
     tower, lm, tokenizer = load(vision, **kwargs), load(language, **kwargs), load_tokenizer(language)
     if IMAGE_MARKER not in tokenizer.get_vocab():

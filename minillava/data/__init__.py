@@ -5,6 +5,7 @@ boxes as text -- and asked a text-only model for conversations, detailed descrip
 and reasoning questions, as if it were looking. The engine modules follow that pipeline,
 one idea each:
 
+* ``questions`` -- every wording of the rules' fact questions, by topic; a question's topic.
 * ``rules``     -- true Q&A, descriptions and reasoning read off a toy-world scene graph
                    (the offline teacher, and text for pretraining the toy language model).
 * ``prompts``   -- the symbolic context, system messages and few-shot examples.
@@ -14,7 +15,8 @@ one idea each:
 * ``teachers``  -- the rule teacher and the OpenAI teacher behind one interface.
 * ``batch_api`` -- the OpenAI Batch API path: a requests file out, a results file in.
 * ``engine``    -- scenes in; LLaVA JSON, a datasets.Dataset and a run report out.
-* ``server``    -- a local OpenAI-compatible endpoint serving the rule teacher, faults on demand.
+* ``server``    -- a local OpenAI-compatible endpoint serving the rule teacher, faults on demand
+                   (and a judge, if handed one: evaluation builds on data, never the reverse).
 * ``commands``  -- ``minillava data generate | serve``.
 
 Feeding training: ``dataset`` turns LLaVA records into token ids, labels and pixels

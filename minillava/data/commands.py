@@ -14,8 +14,14 @@ option to pass a key, so it never lands in shell history, logs or notebooks.
 import argparse
 import sys
 import threading
+from pathlib import Path
 
+from minillava.data import engine
+from minillava.data.batch_api import ingest_batch_results, write_batch_requests
+from minillava.data.cache import Cache
 from minillava.data.prompts import KINDS
+from minillava.data.server import Faults, TeacherServer
+from minillava.data.teachers import OpenAITeacher, RuleTeacher
 
 
 def parse_seeds(text: str) -> range | list[int]:
@@ -45,13 +51,6 @@ def _params(args) -> dict:
 
 
 def generate_command(args) -> None:
-    from pathlib import Path
-
-    from minillava.data import engine
-    from minillava.data.batch_api import ingest_batch_results, write_batch_requests
-    from minillava.data.cache import Cache
-    from minillava.data.teachers import OpenAITeacher, RuleTeacher
-
     if args.teacher == "openai" and not args.model:
         sys.exit("--teacher openai needs --model (e.g. gpt-4o-mini, or the name a local server serves)")
     model = args.model if args.teacher == "openai" else RuleTeacher.model
@@ -87,12 +86,11 @@ def generate_command(args) -> None:
 
 
 def serve_command(args) -> None:
-    from minillava.data.server import Faults, TeacherServer
-
     faults = Faults(rate_limit=args.fail_429, server_error=args.fail_500, stall=args.stall,
                     malformed=args.malformed, stall_seconds=args.stall_seconds, latency=args.latency,
                     seed=args.seed)
-    with TeacherServer(args.port, faults) as server:
+    judge = args.make_judge() if args.make_judge else None
+    with TeacherServer(args.port, faults, judge) as server:
         print(f"serving the rule teacher at {server.url} (model {server.model!r}); "
               f"OPENAI_BASE_URL={server.url} OPENAI_API_KEY=local", flush=True)
         try:
@@ -102,8 +100,12 @@ def serve_command(args) -> None:
         print(f"served: {dict(server.stats)}", flush=True)
 
 
-def add_parser(sub) -> None:
-    """Register `minillava data ...` on the main parser's subcommands."""
+def add_parser(sub, make_judge=None) -> None:
+    """Register `minillava data ...` on the main parser's subcommands.
+
+    make_judge: None, or a function returning the judge that `data serve` also answers judge
+    prompts with (``minillava.cli`` passes ``eval.judges.RuleJudge``: data does not import eval).
+    """
     data = sub.add_parser("data", help="generate instruction data with a teacher; serve the rule teacher")
     commands = data.add_subparsers(dest="data_command", required=True)
 
@@ -140,4 +142,4 @@ def add_parser(sub) -> None:
     s.add_argument("--stall-seconds", type=float, default=30.0, help="how long a stalled answer is held")
     s.add_argument("--malformed", type=float, default=0.0, help="probability of a cut-off reply")
     s.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
-    s.set_defaults(func=serve_command)
+    s.set_defaults(func=serve_command, make_judge=make_judge)

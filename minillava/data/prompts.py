@@ -20,6 +20,7 @@ import random
 import re
 from functools import cache
 
+from minillava.data.rules import rule_response
 from minillava.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, Obj, Scene, article, make_scene
 
 KINDS = ("conversation", "detail", "complex")
@@ -153,7 +154,6 @@ def kind_of(messages: list[dict]) -> str:
 @cache
 def few_shot(kind: str, json_mode: bool = False) -> tuple[tuple[str, str], ...]:
     """(context, response) example pairs for `kind`, written by the rules about FEW_SHOT_SEEDS scenes."""
-    from minillava.data.teachers import rule_response   # the examples *are* rule answers
     examples = []
     for seed in FEW_SHOT_SEEDS:
         annotation = make_scene(seed).annotation()

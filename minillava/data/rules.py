@@ -21,6 +21,11 @@ The kinds follow LLaVA-Instruct-158K and the LLaVA-1.5 mix:
 * ``knowledge_qa``, ``text_only_chat``  text-only data (the ShareGPT counterpart) holding
                            the world knowledge the reasoning answers use.
 * ``scene_text``           a written scene, the context for Q&A over written scenes.
+* ``rule_response``        a conversation, description or reasoning answer in the teacher's
+                           reply format: what the rule teacher sends back.
+
+The questions are asked in the wordings of ``questions``, grouped there by topic, so the
+topic of any question the rules write can be read back from it (``questions.topic``).
 
 Everything is deterministic given the ``random.Random`` passed in. Questions only refer
 to "the red circle" when there is exactly one, so no answer depends on which red circle
@@ -31,6 +36,12 @@ import random
 from collections import Counter
 from typing import NamedTuple
 
+from minillava.data.parse import format_blocks, format_json
+# The question wordings, by topic: the rules ask with these only, so a question's topic can be read back.
+from minillava.data.questions import (ANY_SHAPE_QUESTION, BACKGROUND_QUESTION, COLOUR_COUNT_QUESTION, COLOUR_QUESTIONS,
+                                      COLOURS_QUESTION, DOT_QUESTION, EITHER_WAY_QUESTION, EXTREME_QUESTION,
+                                      LARGER_QUESTION, PRESENCE_QUESTIONS, SHAPE_COUNT_QUESTIONS, SHAPE_QUESTIONS,
+                                      SIZE_QUESTIONS, TOTAL_COUNT_QUESTIONS, WHERE_QUESTIONS, YES_NO_RELATION_QUESTION)
 # The caption helpers too, so rule-written text and captions phrase things alike.
 from minillava.toyworld import (CATEGORIES, NUMBER_WORDS, SHAPE_CORNERS, SHAPES, Scene, article, capitalize,
                                 join_words, noun_phrase, position_words)
@@ -49,14 +60,6 @@ SHAPE_DEFINITIONS = {
     "diamond": "a square turned on one of its corners, so it has four equal sides and four corners",
     "cross": "two bars crossing in the middle, like a plus sign; its outline has twelve corners",
 }
-
-
-# Presence and absence are asked in the same words, so the wording never gives the answer
-# away. (An earlier version asked "Does the image contain ...?" only of present objects and
-# "Is there X?" only of absent ones: chapter 9's looking test caught the assistant answering
-# presence from the question alone.)
-PRESENCE_QUESTIONS = ("Is there {a} {n} in the image?", "Can you see {a} {n}?", "Is there {a} {n}?",
-                      "Does the image contain {a} {n}?", "Does the picture show {a} {n}?")
 
 
 class QA(NamedTuple):
@@ -125,11 +128,11 @@ def _presence(v: _View, rng: random.Random) -> list[QA]:
                             f"Yes, I can see {article(name)} {name} {where}."))
         else:
             a = f"Yes, {_there(k, name).lower()} in the image."
-        qas.append(QA(q.format(a=article(name), n=name), a, "yes"))
+        qas.append(QA(q.format(a=article(name), name=name), a, "yes"))
     # "Are there any ...?" is asked of a present shape as often as of an absent one (_absence).
     shape = rng.choice(sorted(v.shapes))
-    qas.append(QA(f"Are there any {_plural(shape)}?", f"Yes, {_there(v.shapes[shape], shape).lower()} in the image.",
-                  "yes"))
+    qas.append(QA(ANY_SHAPE_QUESTION.format(shapes=_plural(shape)),
+                  f"Yes, {_there(v.shapes[shape], shape).lower()} in the image.", "yes"))
     return qas
 
 
@@ -146,9 +149,10 @@ def _absence(v: _View, rng: random.Random) -> list[QA]:
         q = rng.choice(PRESENCE_QUESTIONS)
         a = rng.choice((f"No, there is no {name} in the image.", f"No, there is no {name}.",
                         f"No, the image does not contain {article(name)} {name}."))
-        qas.append(QA(q.format(a=article(name), n=name), a, "no"))
+        qas.append(QA(q.format(a=article(name), name=name), a, "no"))
     shape = rng.choice([s for s in SHAPES if s not in v.shapes] or [rng.choice(UNSEEN_SHAPES)])
-    qas.append(QA(f"Are there any {_plural(shape)}?", f"No, there are no {_plural(shape)} in the image.", "no"))
+    qas.append(QA(ANY_SHAPE_QUESTION.format(shapes=_plural(shape)), f"No, there are no {_plural(shape)} in the image.",
+                  "no"))
     return qas
 
 
@@ -156,19 +160,17 @@ def _counts(v: _View, rng: random.Random) -> list[QA]:
     qas = []
     for shape in [*v.shapes, rng.choice([s for s in SHAPES if s not in v.shapes] or UNSEEN_SHAPES)]:
         k = v.shapes[shape]
-        q = rng.choice(("How many {s} are there?", "How many {s} can you see?",
-                        "How many {s} are in the image?", "Count the {s} in the image."))
+        q = rng.choice(SHAPE_COUNT_QUESTIONS).format(shapes=_plural(shape))
         a = f"There are no {_plural(shape)}." if k == 0 else f"{_there(k, shape)} in the image."
-        qas.append(QA(q.format(s=_plural(shape)), a, str(k)))
+        qas.append(QA(q, a, str(k)))
     for colour, k in v.colours.items():
         items = join_words([noun_phrase(m, name.split()[1], colour) for name, m in v.names.items() if name.split()[0] == colour])
-        q = f"How many {colour} {rng.choice(('objects', 'shapes'))} are there?"
+        q = COLOUR_COUNT_QUESTION.format(colour=colour, things=rng.choice(("objects", "shapes")))
         a = (f"There is one {colour} object: {items}." if k == 1
              else f"There are {_number(k)} {colour} objects: {items}.")
         qas.append(QA(q, a, str(k)))
     n = len(v.objects)
-    q = rng.choice(("How many shapes are there in the image?", "How many objects are in the picture?",
-                    "How many shapes can you count in total?"))
+    q = rng.choice(TOTAL_COUNT_QUESTIONS)
     a = "There is one shape in total." if n == 1 else f"There are {_number(n)} shapes in total."
     qas.append(QA(q, a, str(n)))
     return qas
@@ -180,19 +182,19 @@ def _colours(v: _View, rng: random.Random) -> list[QA]:
         objs = [o for o in v.objects if o.shape == shape]
         cols = list(dict.fromkeys(o.color for o in objs))   # distinct, in scene order
         if len(objs) == 1:
-            q = rng.choice((f"What {_colour_word(rng)} is the {shape}?",
-                            f"What is the {_colour_word(rng)} of the {shape}?"))
+            # Each wording draws its own spelling, then one wording is picked.
+            q = rng.choice([w.format(colour_word=_colour_word(rng), shape=shape) for w in COLOUR_QUESTIONS])
             a = rng.choice((f"The {shape} is {cols[0]}.", f"It is {cols[0]}."))
         else:
-            q = f"What {_colour_word(rng)}s are the {_plural(shape)}?"
+            q = COLOURS_QUESTION.format(colour_word=_colour_word(rng), shapes=_plural(shape))
             a = (f"All {_number(len(objs))} {_plural(shape)} are {cols[0]}." if len(cols) == 1
                  else f"The {_plural(shape)} are {join_words(cols)}.")
         qas.append(QA(q, a, join_words(cols)))
     bg = v.scene.background
-    qas.append(QA(f"What {_colour_word(rng)} is the background?", f"The background is {bg}.", bg))
+    qas.append(QA(BACKGROUND_QUESTION.format(colour_word=_colour_word(rng)), f"The background is {bg}.", bg))
     for o in v.unique:
         if o.mark:
-            qas.append(QA(f"What {_colour_word(rng)} is the dot on the {o.name}?",
+            qas.append(QA(DOT_QUESTION.format(colour_word=_colour_word(rng), name=o.name),
                           f"The dot on the {o.name} is {o.mark}.", o.mark))
     return qas
 
@@ -202,7 +204,7 @@ def _shapes(v: _View, rng: random.Random) -> list[QA]:
     for colour, k in v.colours.items():
         if k == 1:
             o = next(o for o in v.objects if o.color == colour)
-            q = rng.choice((f"What shape is the {colour} object?", f"Which shape is {colour}?"))
+            q = rng.choice(SHAPE_QUESTIONS).format(colour=colour)
             qas.append(QA(q, f"The {colour} object is {article(o.shape)} {o.shape}.", o.shape))
     return qas
 
@@ -210,8 +212,7 @@ def _shapes(v: _View, rng: random.Random) -> list[QA]:
 def _sizes(v: _View, rng: random.Random) -> list[QA]:
     qas = []
     for o in v.unique:
-        q = rng.choice((f"Is the {o.name} large or small?", f"How big is the {o.name}?",
-                        f"What size is the {o.name}?"))
+        q = rng.choice(SIZE_QUESTIONS).format(name=o.name)
         qas.append(QA(q, f"The {o.name} is {o.size}.", o.size))
     return qas
 
@@ -220,8 +221,7 @@ def _positions(v: _View, rng: random.Random) -> list[QA]:
     qas = []
     for o in v.unique:
         where = position_words(o)
-        q = rng.choice((f"Where is the {o.name}?", f"Where is the {o.name} located in the image?",
-                        f"In which part of the image is the {o.name}?"))
+        q = rng.choice(WHERE_QUESTIONS).format(name=o.name)
         qas.append(QA(q, f"The {o.name} is {where}.", _place(where)))
     # "leftmost" etc. only when one object is strictly beyond all the others
     for side, rel, first in (("left", "left of", True), ("right", "left of", False),
@@ -230,7 +230,7 @@ def _positions(v: _View, rng: random.Random) -> list[QA]:
             others = [p for p in v.objects if p is not o]
             if others and all(v.holds(o, rel, p) if first else v.holds(p, rel, o) for p in others):
                 word = {"left": "leftmost", "right": "rightmost", "top": "highest", "bottom": "lowest"}[side]
-                qas.append(QA(f"Which object is the {word} one?",
+                qas.append(QA(EXTREME_QUESTION.format(extreme=word),
                               f"The {o.name} is the {word} object in the image.", o.name))
     return qas
 
@@ -248,16 +248,16 @@ def _relations(v: _View, rng: random.Random) -> list[QA]:
                     continue  # the boxes overlap along this axis: no clear-cut answer
                 words = yes_words if forward else no_words
                 if rng.random() < 0.5:
-                    q = f"Is the {a.name} {yes_words} or {no_words} the {b.name}?"
+                    q = EITHER_WAY_QUESTION.format(first=a.name, words=yes_words, opposite=no_words, second=b.name)
                     qas.append(QA(q, f"The {a.name} is {words} the {b.name}.", short[0 if forward else 1]))
                 else:
-                    q = f"Is the {a.name} {yes_words} the {b.name}?"
+                    q = YES_NO_RELATION_QUESTION.format(first=a.name, words=yes_words, second=b.name)
                     ans = (f"Yes, the {a.name} is {words} the {b.name}." if forward
                            else f"No, the {a.name} is {words} the {b.name}.")
                     qas.append(QA(q, ans, "yes" if forward else "no"))
             if a.size != b.size:
                 big, small = (a, b) if a.size == "large" else (b, a)
-                q = f"Which is larger, the {a.name} or the {b.name}?"
+                q = LARGER_QUESTION.format(first=a.name, second=b.name)
                 qas.append(QA(q, f"The {big.name} is larger than the {small.name}.", big.name))
     return qas
 
@@ -409,6 +409,19 @@ def complex_reasoning(annotation: dict, rng: random.Random) -> tuple[str, str]:
     v = _View(annotation)
     options = [qa for qa in (f(v, rng) for f in (_corners, _reach_first, _paint, _rolling)) if qa]
     return rng.choice(options)
+
+
+def rule_response(kind: str, annotation: dict, rng: random.Random, json_mode: bool = False) -> str:
+    """What the rule teacher writes for one scene, in the teacher's raw text (or JSON) format.
+
+    kind is one of the data engine's three (``prompts.KINDS``): "conversation" (conversation_qa),
+    "detail" (detailed_description) or "complex" (complex_reasoning).
+    """
+    if kind == "detail":
+        text = detailed_description(annotation, rng)
+        return format_json(kind, text) if json_mode else text
+    pairs = conversation_qa(annotation, rng) if kind == "conversation" else [complex_reasoning(annotation, rng)]
+    return format_json(kind, pairs) if json_mode else format_blocks(pairs)
 
 
 # ----------------------------------------------------------------------------

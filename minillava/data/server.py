@@ -15,9 +15,14 @@ through and tests stay deterministic. ``stats`` counts every request and every f
     with TeacherServer(faults=Faults(rate_limit=0.2)) as server:
         teacher = OpenAITeacher(server.model, base_url=server.url)
 
-Judge mode: a request carrying the LLaVA-Bench judge's system message is answered by
-``judge`` (default ``minillava.eval.judges.RuleJudge``: two scores read off the scene in
-the prompt), so an LLM judge client can be tested offline, faults and all.
+Judge mode: given a ``judge`` -- any object with a ``system_prompt`` and ``reply(messages)
+-> text``, such as ``minillava.eval.judges.RuleJudge()`` -- a request whose system message is
+the judge's own is answered by it, so an LLM judge client can be tested offline, faults and
+all. The judge comes from outside because evaluation builds on the data engine, not the
+other way round: this module knows no judge.
+
+    with TeacherServer(judge=RuleJudge()) as server:
+        judge = OpenAIJudge(server.model, base_url=server.url)
 
 It binds to 127.0.0.1 only, uses the standard library only, and never logs requests
 (their headers carry the API key).
@@ -33,8 +38,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from minillava.data.teachers import RuleTeacher, estimate_tokens, is_json_mode, messages_tokens
-from minillava.eval.judge import SYSTEM_PROMPT as JUDGE_SYSTEM_PROMPT
-from minillava.eval.judges import RuleJudge
 
 # A reply cut off mid-way: no question has an answer, it is not JSON, not a description.
 MALFORMED_TEXT = "Question:\nWhat colour is the"
@@ -106,18 +109,22 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class TeacherServer(ThreadingHTTPServer):
-    """The rule teacher over HTTP on 127.0.0.1 (port 0: a free one). Use as a context manager."""
+    """The rule teacher over HTTP on 127.0.0.1 (port 0: a free one). Use as a context manager.
+
+    judge: None, or an object with ``system_prompt`` and ``reply(messages) -> text`` that
+    answers the requests carrying that system message (see the module doc).
+    """
 
     daemon_threads = True      # a stalled handler must not keep the process alive
     block_on_close = False     # ... nor make stop() wait for it
     request_queue_size = 128   # listen backlog: at 5 (the default) bursts of new connections get dropped
     model = RuleTeacher.model
 
-    def __init__(self, port: int = 0, faults: Faults | None = None, judge: RuleJudge | None = None):
+    def __init__(self, port: int = 0, faults: Faults | None = None, judge=None):
         super().__init__(("127.0.0.1", port), _Handler)
         self.faults = faults or Faults()
         self.teacher = RuleTeacher()
-        self.judge = judge or RuleJudge()   # anything with reply(messages) -> text
+        self.judge = judge
         self.stats = Counter()
         self._lock = threading.Lock()
         self._attempts = Counter()   # per prompt: attempts seen, faults given
@@ -181,7 +188,7 @@ class TeacherServer(ThreadingHTTPServer):
 
     def _reply(self, messages: list, body: dict) -> str:
         """The judge's reply to a judge prompt, the teacher's to anything else (ValueError: neither)."""
-        if messages and messages[0].get("content") == JUDGE_SYSTEM_PROMPT:
+        if self.judge is not None and messages and messages[0].get("content") == self.judge.system_prompt:
             return self.judge.reply(messages)
         return self.teacher.answer(messages, is_json_mode(body))
 

@@ -7,7 +7,7 @@ A teacher has a ``model`` name and may have ``prices`` (USD per million prompt a
 completion tokens; default ``PRICES[model]``); a request that fails for good raises
 ``TeacherError``.
 
-* ``RuleTeacher`` answers offline with ``rules``: it reads the scene back from the
+* ``RuleTeacher`` answers offline with ``rules.rule_response``: it reads the scene back from the
   symbolic context in the prompt, exactly the information GPT-4 gets, and replies in
   the same raw text format, so one parser serves both teachers.
 * ``OpenAITeacher`` calls any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp,
@@ -26,9 +26,8 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from minillava.data import rules
-from minillava.data.parse import format_blocks, format_json
 from minillava.data.prompts import kind_of, parse_toy_context
+from minillava.data.rules import rule_response
 
 # USD per million (prompt, completion) tokens, for estimates only: prices change, so check your
 # provider's pricing page, and pass prices= (--price-in/--price-out) for any other model.
@@ -76,15 +75,6 @@ def is_json_mode(params: dict) -> bool:
 
 # ----------------------------------------------------------------------------
 # The rule teacher
-
-
-def rule_response(kind: str, annotation: dict, rng: random.Random, json_mode: bool = False) -> str:
-    """What the rule teacher writes for one scene, in the teacher's raw text (or JSON) format."""
-    if kind == "detail":
-        text = rules.detailed_description(annotation, rng)
-        return format_json(kind, text) if json_mode else text
-    pairs = rules.conversation_qa(annotation, rng) if kind == "conversation" else [rules.complex_reasoning(annotation, rng)]
-    return format_json(kind, pairs) if json_mode else format_blocks(pairs)
 
 
 class RuleTeacher:

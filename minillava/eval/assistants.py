@@ -1,12 +1,16 @@
 """Assistants: whatever answers questions about images, and three fakes that test the suite.
 
 The suite sees a model only through one small interface, so it can evaluate anything --
-a trained MiniLlava, a transformers LLaVA, an API, or a fake::
+a trained MiniLlava, a transformers LLaVA, an API, or a fake. An assistant is any object
+with a ``name`` (it labels the reports) and::
 
     assistant.answer(image, question) -> str            # image: a PIL image
-    assistant.answer_batch(images, questions) -> list   # default: answer() in a loop
+    assistant.answer_batch(images, questions) -> list   # optional: many at once
 
-Subclass ``Assistant``, or wrap a plain function with ``as_assistant(fn)``.
+The course's trained model, ``minillava.chat.Assistant``, is one as it is (and batches its
+generation); a plain function ``fn(image, question) -> str`` becomes one with
+``FunctionAssistant`` (``as_assistant`` does it for you). ``answer_all`` is how the suite
+asks: ``answer_batch`` where the assistant has one, else ``answer`` question by question.
 
 The fakes are known-good and known-bad models, so every metric can be checked against a
 number worked out by hand before it is trusted with a real model:
@@ -24,28 +28,13 @@ and reads the answer off that scene's annotation.
 
 import hashlib
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from minillava.eval.scenes import DESCRIBE_PROMPTS, FORMAT_PROMPT, MC_PROMPT, answer_key, scene_annotation
 from minillava.toyworld import SHAPES, Scene, render
 
 
-class Assistant(ABC):
-    """Answers a question about an image. ``name`` labels it in reports."""
-
-    name = "assistant"
-
-    @abstractmethod
-    def answer(self, image, question: str) -> str:
-        """The answer text to one question about one image."""
-
-    def answer_batch(self, images: list, questions: list[str]) -> list[str]:
-        """Answers to many questions, one image each. Override it to batch a model's generation."""
-        return [self.answer(image, question) for image, question in zip(images, questions, strict=True)]
-
-
-class FunctionAssistant(Assistant):
+class FunctionAssistant:
     """An assistant made of a function ``fn(image, question) -> str``."""
 
     def __init__(self, fn: Callable[[object, str], str], name: str | None = None):
@@ -56,28 +45,26 @@ class FunctionAssistant(Assistant):
         return self.fn(image, question)
 
 
-class ChatAssistant(Assistant):
-    """A trained model behind ``minillava.chat.Assistant``, answering a batch in one generation."""
-
-    def __init__(self, chat, name: str = "assistant"):
-        self.chat, self.name = chat, name
-
-    def answer(self, image, question: str) -> str:
-        return self.chat.ask(image, question)
-
-    def answer_batch(self, images: list, questions: list[str]) -> list[str]:
-        conversations = [[{"role": "user", "content": f"<image>\n{q}"}] for q in questions]
-        return self.chat.chat(conversations, images)
-
-
-def as_assistant(obj) -> Assistant:
-    """``obj`` itself if it is an Assistant, a FunctionAssistant if it is a function."""
-    if isinstance(obj, Assistant):
+def as_assistant(obj):
+    """``obj`` itself if it is an assistant (a ``name`` and an ``answer`` method), a
+    FunctionAssistant if it is a function (image, question) -> str."""
+    if callable(getattr(obj, "answer", None)):
+        if not isinstance(getattr(obj, "name", None), str):
+            raise TypeError(f"{type(obj).__name__} has answer() but no name: give it a name attribute, "
+                            f"the label of its reports")
         return obj
     if callable(obj):
         return FunctionAssistant(obj)
-    raise TypeError(f"an assistant must subclass minillava.eval.assistants.Assistant or be a function "
-                    f"(image, question) -> str, got {type(obj).__name__}")
+    raise TypeError(f"an assistant needs a name and a method answer(image, question) -> str, or must be a "
+                    f"function (image, question) -> str; got {type(obj).__name__}")
+
+
+def answer_all(assistant, images: list, questions: list[str]) -> list[str]:
+    """Answers to many questions, one image each: in one ``answer_batch`` call if the
+    assistant has one (a model batches its generation), else ``answer`` in a loop."""
+    if hasattr(assistant, "answer_batch"):
+        return assistant.answer_batch(images, questions)
+    return [assistant.answer(image, question) for image, question in zip(images, questions, strict=True)]
 
 
 def _fingerprint(image) -> str:
@@ -89,7 +76,7 @@ def _fingerprint(image) -> str:
 _PRESENCE = re.compile(r"(?:Is there|Can you see|Does the image contain) an? (?P<object>[a-z ]+?)(?: in the image)?\?")
 
 
-class OracleAssistant(Assistant):
+class OracleAssistant:
     """Perfect answers from the annotation of each scene it knows, recognised by pixels.
 
     It answers what the built-in tasks ask: short answers (FORMAT_PROMPT), multiple
@@ -142,7 +129,7 @@ class OracleAssistant(Assistant):
         raise ValueError(f"no option is the true answer {answer!r}: {option_lines}")
 
 
-class YesAssistant(Assistant):
+class YesAssistant:
     """Says "Yes" to everything."""
 
     name = "yes"

@@ -4,8 +4,9 @@ One accuracy number says how often a model is right; it does not say *why* it is
 Two questions do most of the work:
 
 * **Which questions?** ``topic(question)`` sorts the toy world's questions into the rules'
-  topics (presence, count, colour, shape, size, position, relation) by their wording, and
-  ``accuracy_by_topic`` splits a run's accuracy by them.
+  topics (presence, count, colour, shape, size, position, relation), read back from the very
+  wordings the rules ask with (``minillava.data.questions``), and ``accuracy_by_topic``
+  splits a run's accuracy by them.
 * **Does it look?** ``looking_test`` asks the same questions three times: with the right
   image, with a blank image of the mean colour, and with another scene's image. A model that
   reads the image loses accuracy without it, and changes its answer when the image changes;
@@ -13,33 +14,17 @@ Two questions do most of the work:
   between "right image" and "blank image" means the accuracy came from priors.
 """
 
-import re
 from collections import defaultdict
 
 from PIL import Image
 
-from minillava.eval.assistants import as_assistant
+from minillava.data.questions import OTHER, TOPICS, topic
+from minillava.eval.assistants import answer_all, as_assistant
 from minillava.eval.tasks import TASKS
+from minillava.image import pad_colour
 
-# The rules' wordings (minillava.data.rules), first match wins: "Is the red circle large or
-# small?" is about size, "Is the red circle above the blue square?" about a relation.
-TOPICS = (
-    ("presence", r"^(is there|can you see|does the (image|picture)|are there any)\b"),
-    ("count", r"^(how many|count)\b"),
-    ("colour", r"^what (colou?rs?|is the colou?r)\b"),
-    ("shape", r"^(what shape|which shape)\b"),
-    ("size", r"^(is the .* large or small|how big|what size)\b"),
-    ("position", r"^(where is|in which part|which object is the)\b"),
-    ("relation", r"^(is the .* (left|right|above|below)|which is larger)\b"),
-)
-OTHER = "other"
-BLANK = (124, 116, 104)   # the mean colour LLaVA pads with (CLIP's mean x 255)
-
-
-def topic(question: str) -> str:
-    """The topic of a toy-world question (its first line), or "other"."""
-    first = question.strip().split("\n", 1)[0].lower()
-    return next((name for name, pattern in TOPICS if re.search(pattern, first)), OTHER)
+# The blank image is the colour LLaVA pads with: CLIP's mean, so it normalises to about 0.
+BLANK = pad_colour()
 
 
 def accuracy_by_topic(samples: list[dict]) -> dict[str, dict]:
@@ -79,7 +64,7 @@ def looking_test(assistant, seeds: list[int], batch_size: int = 64) -> dict:
         predictions = []
         for start in range(0, len(docs), batch_size):
             batch = docs[start:start + batch_size]
-            predictions += assistant.answer_batch([picture(doc) for doc in batch], prompts[start:start + batch_size])
+            predictions += answer_all(assistant, [picture(doc) for doc in batch], prompts[start:start + batch_size])
         values = task.score(docs, predictions)
         samples[view] = [{"prompt": p, "target": task.doc_to_target(d), "prediction": a, "result": v}
                          for d, p, a, v in zip(docs, prompts, predictions, values, strict=True)]

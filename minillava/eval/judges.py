@@ -11,11 +11,11 @@ question and two answers -- and gives each answer a score from 1 to 10::
 * ``OpenAIJudge`` asks any OpenAI-compatible chat model (GPT-4, a local vLLM or Ollama,
   or ``minillava data serve``) through the ``openai`` client, with counted retries.
 * ``RuleJudge`` scores offline from the scene graph (see its scale below), so the whole
-  suite runs without a network. ``minillava.data.server`` answers judge prompts with
-  it, which is how ``OpenAIJudge`` is tested without an API.
+  suite runs without a network. ``minillava.data.server.TeacherServer(judge=RuleJudge())``
+  answers judge prompts with it, which is how ``OpenAIJudge`` is tested without an API.
 
 ``judge_both_orders`` asks every question twice, reference first and model first, and
-averages (``judge.combine_orders``): a judge's preference for one position then cancels.
+averages (``llava_bench.combine_orders``): a judge's preference for one position then cancels.
 ``summarize`` turns the records into LLaVA-Bench's relative scores; a failed judgement
 is counted in n_failed and never averaged in.
 """
@@ -30,7 +30,7 @@ from minillava.data.engine import run_sync
 from minillava.data.prompts import parse_toy_context
 from minillava.data.teachers import OpenAITeacher, TeacherError
 from minillava.data.validate import check, toy_facts
-from minillava.eval import judge as llava_judge
+from minillava.eval import llava_bench
 from minillava.eval.scenes import answer_key
 from minillava.eval.vqa import normalize_answer
 from minillava.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES
@@ -76,9 +76,9 @@ _JUDGE_PROMPT = re.compile(r"\[Context\]\n(?P<context>.*?)\n\n\[Question\]\n(?P<
 
 
 def parse_judge_prompt(messages: list[dict]) -> JudgeRequest:
-    """The request a ``judge.judge_prompt`` message list was built from (its inverse)."""
-    if not messages or messages[0].get("content") != llava_judge.SYSTEM_PROMPT:
-        raise ValueError("not a judge prompt: build it with minillava.eval.judge.judge_prompt")
+    """The request a ``llava_bench.judge_prompt`` message list was built from (its inverse)."""
+    if not messages or messages[0].get("content") != llava_bench.SYSTEM_PROMPT:
+        raise ValueError("not a judge prompt: build it with minillava.eval.llava_bench.judge_prompt")
     match = _JUDGE_PROMPT.search(messages[-1].get("content", ""))
     if match is None:
         raise ValueError("the judge prompt's user message lacks [Context], [Question] or an [Assistant] block")
@@ -110,6 +110,7 @@ class RuleJudge:
     """
 
     name = "rule"
+    system_prompt = llava_bench.SYSTEM_PROMPT   # the judge prompts it answers (data.server routes them here)
 
     def __init__(self, position_bias: float = 0.0):
         if position_bias < 0:
@@ -126,7 +127,7 @@ class RuleJudge:
         covered = expected & content_words(answer)
         coverage = len(covered) / len(expected) if expected else 1.0
         problems = check(question, answer, toy_facts(annotation))
-        score = min(max(1 + 9 * coverage - 3 * len(problems), llava_judge.MIN_SCORE), llava_judge.MAX_SCORE)
+        score = min(max(1 + 9 * coverage - 3 * len(problems), llava_bench.MIN_SCORE), llava_bench.MAX_SCORE)
         why = f"says {len(covered)} of {len(expected)} key words" + "".join(f"; {p}" for p in problems)
         return round(score, 1), why
 
@@ -134,7 +135,7 @@ class RuleJudge:
         annotation = parse_toy_context(request.context)
         (s1, why_1), (s2, why_2) = (self.score_answer(annotation, request.question, answer)
                                     for answer in (request.answer_1, request.answer_2))
-        s2 = max(llava_judge.MIN_SCORE, s2 - self.position_bias)
+        s2 = max(llava_bench.MIN_SCORE, s2 - self.position_bias)
         return s1, s2, f"Assistant 1 {why_1}.\nAssistant 2 {why_2}."
 
     def judge_many(self, requests: list[JudgeRequest]) -> list[Verdict]:
@@ -195,10 +196,10 @@ class OpenAIJudge:
         async def one(request: JudgeRequest) -> Verdict:
             async with slots:
                 try:
-                    completion = await self._client.complete(llava_judge.judge_prompt(*request), self.params)
+                    completion = await self._client.complete(llava_bench.judge_prompt(*request), self.params)
                 except TeacherError as err:
                     return Verdict(None, f"request failed: {err.reason}", tuple(err.failures))
-            scores = llava_judge.parse_scores(completion.text)
+            scores = llava_bench.parse_scores(completion.text)
             return Verdict(scores, None if scores else "unparseable reply", tuple(completion.failures),
                            completion.text)
 
@@ -229,7 +230,7 @@ def judge_both_orders(judge, items: list[tuple[str, str, str, str]]) -> list[dic
     records = []
     for ref_first, model_first in zip(verdicts[0::2], verdicts[1::2], strict=True):
         pair = (ref_first, model_first)
-        records.append({"scores": llava_judge.combine_orders(ref_first.scores, model_first.scores),
+        records.append({"scores": llava_bench.combine_orders(ref_first.scores, model_first.scores),
                         "ref_first": ref_first.scores, "model_first": model_first.scores,
                         "failures": [v.failure for v in pair if v.failure],
                         "retries": [reason for v in pair for reason in v.retries]})
@@ -240,7 +241,7 @@ def _relative(pairs: list) -> float | None:
     """Relative score (mean model / mean reference x 100) of (reference, model) pairs."""
     if not pairs:
         return None
-    return llava_judge.relative_scores([{"category": "all", "scores": p} for p in pairs])["overall"]["relative"]
+    return llava_bench.relative_scores([{"category": "all", "scores": p} for p in pairs])["overall"]["relative"]
 
 
 def summarize(records: list[dict]) -> dict:
@@ -251,7 +252,7 @@ def summarize(records: list[dict]) -> dict:
     (reason -> count). relative_ref_first / relative_model_first are what a single order
     would have reported, on the same scored items: their gap is the judge's position bias.
     """
-    summary = llava_judge.relative_scores([{"category": r["category"], "scores": r["scores"]} for r in records])
+    summary = llava_bench.relative_scores([{"category": r["category"], "scores": r["scores"]} for r in records])
     overall = summary.pop("overall")
     metrics = {"relative": overall["relative"], "reference": overall["reference"], "model": overall["model"],
                "n_scored": overall["n_scored"], "n_failed": overall["n_failed"]}

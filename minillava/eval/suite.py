@@ -19,11 +19,10 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from minillava.eval.assistants import (ChatAssistant, HallucinatingDescriber, OracleAssistant, YesAssistant,
-                                       as_assistant)
+from minillava.eval.assistants import HallucinatingDescriber, OracleAssistant, YesAssistant, answer_all, as_assistant
 from minillava.eval.judges import OpenAIJudge
 from minillava.eval.scenes import eval_seeds
 from minillava.eval.tasks import GROUPS, TASKS, Task, llava_bench_task, resolve_tasks
@@ -147,11 +146,12 @@ def run_suite(assistant, tasks: list | None = None, n_per_task: int = 20, seed: 
               batch_size: int = 8, progress: bool = False) -> Report:
     """Evaluate an assistant on held-out toy scenes; returns a ``Report``.
 
-    assistant   an ``Assistant`` or a function (image, question) -> str
+    assistant   an assistant (``minillava.eval.assistants``: a name and answer(image, question)),
+                e.g. ``minillava.chat.Assistant``, or a function (image, question) -> str
     tasks       task names, group names ("pope") or Task objects; default: every registered task
     n_per_task  scenes per task (eval_seeds(n_per_task, seed)); a task may ask several
                 questions per scene
-    batch_size  prompts per ``answer_batch`` call
+    batch_size  prompts per ``answer_all`` call (one ``answer_batch``, if the assistant has it)
     """
     assistant = as_assistant(assistant)
     tasks = resolve_tasks(list(TASKS) if tasks is None else tasks)
@@ -176,9 +176,9 @@ def _run_task(task: Task, assistant, seeds: list[int], batch_size: int, progress
     predictions = []
     for start in tqdm(range(0, len(docs), batch_size), desc=task.name, disable=not progress):
         batch = slice(start, start + batch_size)
-        answers = assistant.answer_batch([task.doc_to_visual(doc) for doc in docs[batch]], prompts[batch])
+        answers = answer_all(assistant, [task.doc_to_visual(doc) for doc in docs[batch]], prompts[batch])
         if len(answers) != len(prompts[batch]) or not all(isinstance(a, str) for a in answers):
-            raise ValueError(f"{assistant.name}.answer_batch must return one string per question; "
+            raise ValueError(f"{assistant.name} must answer one string per question; "
                              f"got {answers!r} for {len(prompts[batch])} questions")
         predictions += answers
     values = task.score(docs, predictions)
@@ -203,13 +203,13 @@ def _assistant(value: str, seeds: list[int]):
     folder = Path(value)
     if not folder.is_dir():
         sys.exit(f"--assistant {value!r} is neither one of {', '.join(FAKE_ASSISTANTS)} nor a folder")
-    from minillava.chat import load_assistant
+    from minillava.chat import load_assistant   # transformers (seconds): only when a folder is evaluated
 
     try:
         loaded = load_assistant(folder)
     except FileNotFoundError as err:   # a folder, but not a saved assistant
         sys.exit(str(err))
-    return ChatAssistant(loaded, name=folder.name)
+    return replace(loaded, name=folder.name)
 
 
 def eval_command(args: argparse.Namespace) -> None:

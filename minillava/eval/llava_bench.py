@@ -1,4 +1,7 @@
-"""The pure parts of the LLaVA-Bench LLM judge.
+"""LLaVA-Bench: the judge's prompt, its reply format and the relative score -- the pure parts.
+
+(Who judges -- an LLM through the openai client, or the offline rule judge -- is
+``judges``; this module is what every judge is asked, and how its answer is read.)
 
 LLaVA-Bench scores open-ended answers with a text-only judge model. For each
 question the judge sees a textual description of the image (captions and
