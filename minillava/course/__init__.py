@@ -38,12 +38,14 @@ numbers whether its inputs came from the cache or were rebuilt just now. The fol
 ``MINILLAVA_CACHE``, by default ``~/.cache/minillava/course``; deleting it is always safe.
 
 The package: ``switch`` (the settings above), ``cache`` (artifacts, and the two results the
-chapters share), ``grading`` (the exercises' checkers, one module per chapter).
+chapters share), ``claims`` (trained numbers checked against the text, so chapters pass on any
+machine), ``grading`` (the exercises' checkers, one module per chapter).
 """
 
 from minillava.course.cache import (ASSISTANT_BUDGET, TOY_DATA_SCENES, artifact, assistant, cache_dir, fingerprint,
                                     toy_data)
+from minillava.course.claims import ClaimError, expect, measured
 from minillava.course.switch import BACKBONE_MODES, CourseSettings, settings
 
-__all__ = ["ASSISTANT_BUDGET", "BACKBONE_MODES", "TOY_DATA_SCENES", "CourseSettings", "artifact", "assistant",
-           "cache_dir", "fingerprint", "settings", "toy_data"]
+__all__ = ["ASSISTANT_BUDGET", "BACKBONE_MODES", "TOY_DATA_SCENES", "ClaimError", "CourseSettings", "artifact",
+           "assistant", "cache_dir", "expect", "fingerprint", "measured", "settings", "toy_data"]
