@@ -45,6 +45,7 @@ import torch
 from minillava.backbones import zoo
 from minillava.backbones.recipe import VISION_FEATURE_LAYER
 from minillava.chat import Assistant
+from minillava.course.cache import RESULTS_DIR
 from minillava.conversation import IMAGE_MARKER
 from minillava.data.dataset import InstructionDataset
 from minillava.data.engine import caption_samples
@@ -56,7 +57,6 @@ from minillava.model import MiniLlava, MiniLlavaConfig
 from minillava.toyworld import COLORS, make_scene, render
 from minillava.train import STAGE1, STAGE2, train
 
-RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
 TILE = 64
 FINE_PINS = [(r * TILE, c * TILE) for r in range(1, 5) for c in range(1, 5)]   # canvases up to 4 x 4 tiles
 
@@ -239,7 +239,7 @@ def main(argv=None) -> dict:
                         help="fine scenes for the dot probe")
     parser.add_argument("--part", choices=("all", "assistant", "probe"), default="all",
                         help="what to (re)measure; the other part of an existing file is kept")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of llava15_gains.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of llava15_gains.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     file = args.out / "llava15_gains.json"

@@ -20,7 +20,7 @@ machine's other core busy; more on a busier machine):
     python benchmarks/order_and_mixing.py mixing --stage2-steps 250 --eval-every 125
 
 The chapters run the same experiments live at a much smaller budget; these are the larger-budget
-numbers they load from notebooks/results/ (two_stage_order.json, data_mixing.json). One torch
+numbers they load from minillava/course/results/ (two_stage_order.json, data_mixing.json). One torch
 thread: every number is reproducible on one machine.
 """
 
@@ -36,6 +36,7 @@ import torch
 
 from minillava.backbones import gates, zoo
 from minillava.chat import Assistant
+from minillava.course.cache import RESULTS_DIR
 from minillava.data.dataset import InstructionDataset
 from minillava.data.mix import Source, mix
 from minillava.eval.failures import accuracy_by_topic
@@ -43,7 +44,6 @@ from minillava.eval.suite import run_suite
 from minillava.pipeline import PipelineConfig, image_processor, toy_pools
 from minillava.train import STAGE1, STAGE2, Stage, train
 
-RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
 # The stage-2 mixture of `minillava pipeline`: LLaVA-Instruct's three kinds, then the academic and text-only sources.
 WEIGHTS = PipelineConfig().mixture
 
@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=150, help="optimizer steps between evaluations")
     parser.add_argument("--eval-scenes", type=int, default=50, help="held-out scenes per evaluation task")
     parser.add_argument("--knowledge", type=int, default=100, help="text-only knowledge questions (mixing)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON files go")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON files go")
     args = parser.parse_args()
     torch.set_num_threads(1)
     files = {"order": ("two_stage_order.json", order), "mixing": ("data_mixing.json", mixing)}

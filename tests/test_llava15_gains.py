@@ -1,6 +1,6 @@
 """The reduced version of benchmarks/llava15_gains.py: every arm trains, is measured, and is recorded.
 
-The stored 3-seed results (notebooks/results/llava15_gains.json) come from the full run; this
+The stored 3-seed results (minillava/course/results/llava15_gains.json) come from the full run; this
 runs the same code with a handful of steps so CI proves the experiment still works end to end.
 """
 

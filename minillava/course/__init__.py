@@ -43,9 +43,9 @@ machine), ``grading`` (the exercises' checkers, one module per chapter).
 """
 
 from minillava.course.cache import (ASSISTANT_BUDGET, TOY_DATA_SCENES, artifact, assistant, cache_dir, fingerprint,
-                                    toy_data)
+                                    results, toy_data)
 from minillava.course.claims import ClaimError, expect, measured
 from minillava.course.switch import BACKBONE_MODES, CourseSettings, settings
 
 __all__ = ["ASSISTANT_BUDGET", "BACKBONE_MODES", "TOY_DATA_SCENES", "ClaimError", "CourseSettings", "artifact",
-           "assistant", "cache_dir", "expect", "fingerprint", "measured", "settings", "toy_data"]
+           "assistant", "cache_dir", "expect", "fingerprint", "measured", "results", "settings", "toy_data"]

@@ -148,3 +148,16 @@ def assistant(config=None):
 
     folder = artifact("assistant", recipe, build)
     return load_assistant(folder / "assistant"), folder
+
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"   # shipped with the package (benchmarks/ write it)
+
+
+def results(name: str) -> dict:
+    """A long experiment's stored results, e.g. ``results("two_stage_order")``: too slow for a chapter,
+    run by a script in benchmarks/ and shipped inside the package, so Colab has them too."""
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RESULTS_DIR.glob("*.json")))
+        raise ValueError(f"no stored results named {name!r}; known: {known}")
+    return json.loads(path.read_text())
