@@ -12,8 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import llava15_gains  # noqa: E402
+from minillava.course.cache import RESULTS_DIR  # noqa: E402
 
-STORED = Path(__file__).resolve().parent.parent / "notebooks" / "results" / "llava15_gains.json"
+STORED = RESULTS_DIR / "llava15_gains.json"
 
 
 def test_a_reduced_run_trains_and_measures_every_arm(tmp_path):
