@@ -23,6 +23,7 @@ from jupyter_client.kernelspec import KernelSpec
 from nbclient import NotebookClient
 
 import make_exercises  # sibling script: tools/ is on sys.path when this runs as a script
+from emulate.arithmetic import DTYPES as EMULATIONS  # tools/emulate/: the arithmetic of other machines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,10 +36,18 @@ def prepare_kernel_environment() -> None:
     - OMP_NUM_THREADS=1: the course's toy models are small, so a second thread buys little,
       and on a busy 2-core machine competing threads made one training step 30x slower.
       One thread also fixes the order of float reductions, so stored outputs reproduce.
+    - MINILLAVA_EMULATE=bf16|fp16|fp64 (optional): the kernels compute every float32 matrix
+      product in that precision, as another machine would (tools/emulate/arithmetic.py), to
+      prove that the stored outputs hold there too.
     """
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
+    wanted = [str(ROOT)]
+    emulate = os.environ.get("MINILLAVA_EMULATE")
+    if emulate:
+        if emulate not in EMULATIONS:
+            raise SystemExit(f"MINILLAVA_EMULATE must be one of {', '.join(EMULATIONS)}, got {emulate!r}")
+        wanted.insert(0, str(ROOT / "tools" / "emulate"))   # its sitecustomize.py turns the emulation on
+    os.environ["PYTHONPATH"] = os.pathsep.join(wanted + [p for p in paths if p not in wanted])
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
