@@ -9,6 +9,8 @@
                        VQA, POPE, multiple choice, CHAIR, LLaVA-Bench; table, JSON and chart
     minillava pipeline the main job: data -> stage 1 -> stage 2 -> evaluation -> report, from a
                        config file and/or flags (toy world by default; real backbones and data too)
+    minillava chat     talk to a saved assistant in the terminal (multi-turn, /image, streamed answers)
+    minillava serve    serve a saved assistant over OpenAI's chat API (batched, streamed) and a web demo
 """
 
 import argparse
@@ -22,6 +24,8 @@ from minillava.data.commands import add_parser as add_data_parser
 from minillava.device import pick_device
 from minillava.eval.judges import RuleJudge
 from minillava.eval.suite import add_parser as add_eval_parser
+from minillava.serve.command import add_parser as add_serve_parser
+from minillava.serve.terminal import add_parser as add_chat_parser
 from minillava.splicing import IGNORE_INDEX
 
 # The backbones' modules import transformers (seconds): `demo` and `zoo` import them when they
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("pipeline", help="data, stage 1, stage 2, evaluation and a report: a trained assistant")
     pipeline.add_arguments(p)   # one flag per pipeline.PipelineConfig option, and --config FILE
     p.set_defaults(func=pipeline_command)
+    add_chat_parser(sub)   # minillava chat
+    add_serve_parser(sub)   # minillava serve
     args = parser.parse_args(argv)
     args.func(args)
 

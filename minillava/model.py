@@ -13,6 +13,7 @@ proven equal to ``LlavaNextForConditionalGeneration`` in tests/test_llava_next_v
 """
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -177,7 +178,32 @@ class MiniLlava(nn.Module):
         filled with ``config.pad_token_id``. Prompts are left-padded after splicing so
         that every sample's next token is predicted at the last position, and the
         language model's KV cache means each new token costs one position, not a
-        re-read of the whole prompt.
+        re-read of the whole prompt. ``generate_steps`` is the same loop, one step at a time.
+        """
+        steps = self.generate_steps(input_ids, pixel_values, attention_mask, image_sizes, max_new_tokens,
+                                    temperature, top_p, eos_token_id, stop_strings, tokenizer, generator)
+        return torch.stack(list(steps), dim=1)
+
+    @torch.no_grad()
+    def generate_steps(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        eos_token_id: int | None = None,
+        stop_strings: list[str] | None = None,
+        tokenizer=None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """``generate``, yielding each step's (B,) new token ids as soon as they are chosen.
+
+        Streaming needs nothing more: a chat prints each token while the next one is being
+        computed, and a caller that has what it wants (a stop string of its own, a client
+        that left) stops iterating -- or closes the generator -- and no further step runs.
         """
         if stop_strings and tokenizer is None:
             raise ValueError("stop_strings need a tokenizer to decode the generated text; pass tokenizer=")
@@ -193,6 +219,7 @@ class MiniLlava(nn.Module):
             token = self._next_token(out.logits[:, -1], temperature, top_p, generator)
             token = token.masked_fill(done, self.config.pad_token_id)
             new_tokens.append(token)
+            yield token
             if eos_token_id is not None:
                 done |= token == eos_token_id
             if stop_strings:
@@ -204,7 +231,6 @@ class MiniLlava(nn.Module):
             positions = positions[:, -1:] + 1
             out = lm(input_ids=token[:, None], attention_mask=mask if padded else None, position_ids=positions,
                      cache=out.cache, use_cache=True)
-        return torch.stack(new_tokens, dim=1)
 
     @staticmethod
     def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generator) -> torch.Tensor:

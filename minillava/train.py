@@ -122,9 +122,15 @@ def set_lr(optimizer, peak: float, step: int, total: int, warmup_ratio: float) -
         group["lr"] = peak * lr_factor(step, total, warmup_ratio)
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The precision a training step's matrix products run in: bfloat16 on CUDA, float32 elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 def mixed_precision(device: torch.device):
-    """The context a training step runs in: bf16 autocast on CUDA, full precision elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    """The context a training step runs in: autocast to ``autocast_dtype`` on CUDA, full precision elsewhere."""
+    dtype = autocast_dtype(device)
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
 
 def _micro_batches(stage: Stage, n: int, world: int, lengths, has_image) -> list[list[int]]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import links  # tools/links.py (conftest.py puts tools/ on sys.path)
 import nbformat
 import pytest
 from PIL import Image
@@ -183,6 +184,47 @@ def test_the_fingerprint_follows_the_recipe_and_the_package(monkeypatch, tmp_pat
     assert course.fingerprint({"a": 1}) != before
 
 
+def test_the_fingerprint_follows_the_torch_version(monkeypatch):
+    before = course.fingerprint({"a": 1})
+    monkeypatch.setattr(cache.torch, "__version__", "9.9.9")   # another torch sums in another order
+    assert course.fingerprint({"a": 1}) != before
+
+
+def test_an_assistant_trained_on_one_device_or_arithmetic_is_not_reused_on_another(monkeypatch, private_cache):
+    """The device the assistant trains on, its precision and the emulated arithmetic are in its recipe:
+    a GPU's bf16 assistant is never handed to a CPU run, nor the reverse, and both stay cached."""
+    trained = []
+
+    def run(config, **_):   # stands in for the 1.5-minute pipeline run
+        trained.append(config.device)
+        (Path(config.out) / "assistant").mkdir(parents=True)
+
+    monkeypatch.setattr(cache.pipeline, "run", run)
+    monkeypatch.setattr("minillava.chat.load_assistant", lambda folder: folder)
+    monkeypatch.delenv("MINILLAVA_EMULATE", raising=False)
+    config = PipelineConfig()   # device None: pick_device's choice, which MINILLAVA_DEVICE forces
+
+    def assistant_on(device, emulate=None):
+        monkeypatch.setenv("MINILLAVA_DEVICE", device)
+        if emulate:
+            monkeypatch.setenv("MINILLAVA_EMULATE", emulate)
+        return course.assistant(config)[1]
+
+    cpu = assistant_on("cpu")
+    gpu = assistant_on("cuda")   # pick_device takes the name as given; the stand-in run needs no GPU
+    assert gpu != cpu and len(trained) == 2
+    assert json.loads((gpu / "recipe.json").read_text())["recipe"]["machine"] == {
+        "device": "cuda", "precision": "bfloat16", "emulate": None}
+    assert json.loads((cpu / "recipe.json").read_text())["recipe"]["machine"] == {
+        "device": "cpu", "precision": "float32", "emulate": None}
+    assert assistant_on("cpu") == cpu and len(trained) == 2 and gpu.exists()   # found again; the GPU's kept
+    monkeypatch.setenv("MINILLAVA_DEVICE", "cuda")
+    pinned = course.assistant(PipelineConfig(device="cpu"))[1]   # the config's own device wins, as in training
+    assert json.loads((pinned / "recipe.json").read_text())["recipe"]["machine"]["device"] == "cpu"
+    emulated = assistant_on("cpu", emulate="bf16")
+    assert emulated not in (cpu, gpu) and len(trained) == 4
+
+
 @pytest.mark.parametrize("name", ["", "a/b"])
 def test_an_artifact_name_is_a_plain_folder_name(name):
     with pytest.raises(ValueError, match="plain, non-empty folder name"):
@@ -229,7 +271,7 @@ def test_the_course_map_links_every_chapter_locally_and_in_colab():
     assert colab and local
     for path in [p for _, p in colab] + local:
         assert (ROOT / path).is_file(), f"README links {path}, which does not exist"
-    assert {repo for repo, _ in colab} == {"minillava/minillava"}
+    assert {repo for repo, _ in colab} == {links.repository()}   # the one setting (tools/links.py)
     for chapter in CHAPTERS:
         name = f"notebooks/{chapter.name}"
         assert name in local and name in [p for _, p in colab], f"the course map misses {name}"

@@ -31,9 +31,11 @@ mode they print other numbers, and strict ``pytest --nbval`` is meant for toy mo
 writes the toy data set chapters 4 and 7 train on, chapter 8 trains the assistant chapter 9
 talks to. ``artifact(name, recipe, build)`` returns the folder for that recipe, building it
 first when the cache does not have it, so each chapter also runs on its own from a clean
-clone. The folder's name carries a fingerprint of the recipe, of the package's source code
-and of the shipped weights: change any of them and a fresh entry is built, never a stale one
-reused. Builds are deterministic (fixed seeds, one thread), so a chapter prints the same
+clone. The folder's name carries a fingerprint of the recipe, of the package's source code,
+of the shipped weights and of the torch version: change any of them and a fresh entry is built,
+never a stale one reused. A trained result's recipe also names the machine's arithmetic (device,
+precision, emulation; ``cache.machine``), so an assistant trained on a GPU is never handed to a
+CPU run, nor the reverse. Builds are deterministic (fixed seeds, one thread), so a chapter prints the same
 numbers whether its inputs came from the cache or were rebuilt just now. The folder is
 ``MINILLAVA_CACHE``, by default ``~/.cache/minillava/course``; deleting it is always safe.
 

@@ -15,9 +15,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from minillava import pipeline
 from minillava.course.switch import settings
 from minillava.data import engine
+from minillava.device import pick_device
+from minillava.train import autocast_dtype
 
 PACKAGE = Path(__file__).resolve().parent.parent   # the whole package: its source and shipped weights
 
@@ -30,12 +34,28 @@ def cache_dir() -> Path:
 
 
 def fingerprint(recipe: dict) -> str:
-    """SHA-256 of the recipe (as JSON), every source file of the package, and the weights' manifest."""
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
+    """SHA-256 of the recipe (as JSON), the torch version, every source file of the package, and
+    the weights' manifest: what, when it changes, makes every older entry useless."""
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode() + b"\0" + torch.__version__.encode())
     for file in sorted(PACKAGE.rglob("*.py")) + [PACKAGE / "backbones" / "weights" / "manifest.json"]:
         if file.is_file():
             digest.update(file.relative_to(PACKAGE).as_posix().encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()
+
+
+def machine(device: str | None = None) -> dict:
+    """How a training run on ``device`` (None: ``pick_device``'s choice) computes; part of a trained
+    result's recipe, since every trained number changes with it.
+
+    The device type (an assistant trained on a GPU in bf16 is not the CPU's), the precision of
+    its matrix products (``train.autocast_dtype``), and the arithmetic the tests may emulate
+    (MINILLAVA_EMULATE, see tools/emulate/). These go in the recipe, not in the fingerprint, so
+    that a CPU entry and a GPU entry of one machine live side by side (``MINILLAVA_DEVICE=cpu``
+    switches between them) instead of each deleting the other as superseded.
+    """
+    picked = pick_device(device)
+    return {"device": picked.type, "precision": str(autocast_dtype(picked)).removeprefix("torch."),
+            "emulate": os.environ.get("MINILLAVA_EMULATE") or None}
 
 
 def artifact(name: str, recipe: dict, build: Callable[[Path], None]) -> Path:
@@ -118,7 +138,8 @@ ASSISTANT_BUDGET = dict(scenes=400, stage1_steps=80, stage2_steps=150, eval_scen
 
 def toy_data(scenes: int = TOY_DATA_SCENES) -> Path:
     """The data engine's files for toy scenes 0..scenes-1 (rule teacher): images/,
-    llava_captions.json, llava_instruct.json, as chapter 2 makes them."""
+    llava_captions.json, llava_instruct.json, as chapter 2 makes them. Rules and drawing, no
+    torch arithmetic: the same files on every machine, so the recipe names no ``machine``."""
     return artifact("toy-data", {"scenes": scenes, "teacher": "rules"},
                     lambda folder: engine.generate(range(scenes), folder))
 
@@ -134,6 +155,7 @@ def assistant(config=None):
 
     config = config or settings().pipeline_config(**ASSISTANT_BUDGET)
     recipe = {k: v for k, v in dataclasses.asdict(config).items() if k != "out"}
+    recipe["machine"] = machine(config.device)   # trained on a GPU is never reused on a CPU, nor the reverse
 
     def build(out: Path) -> None:
         # Quiet, so that a chapter prints the same whether the cache had the assistant or not:

@@ -23,7 +23,9 @@ Traps this module guards against:
   1.0 and accuracy 0.5 on balanced questions; look at ``yes_ratio`` (about 0.5
   for an unbiased model) next to F1.
 * The answer parser is a crude word rule (see ``parse_yes_no``): it is what
-  the published numbers used, so it is reproduced exactly, quirks included.
+  the published numbers used, so its quirks are kept, with one difference:
+  LLaVA splits words on single spaces (``split(' ')``), this on any whitespace,
+  so "No\nthere is none" reads as no here and as yes in LLaVA's script.
 """
 
 import random

@@ -122,4 +122,8 @@ def check_token_weighted_accumulation(accumulate):
     for name, p in trainable.items():
         if p.grad is None:
             raise GradingError(f"gradient of {name}: none was computed", hint=hint)
-        assert_close(p.grad, expected[name], what=f"gradient of {name}", hint=hint, atol=1e-6)
+        # Relative to the gradient's scale: in bf16 matrix products (a GPU's autocast) the per-micro-batch
+        # and the one-batch paths round differently, by up to 0.7 % of the largest entry (measured under
+        # MINILLAVA_EMULATE=bf16); the averaging mistakes this checker is for are off by about 200 %.
+        scale = expected[name].abs().max().item()
+        assert_close(p.grad, expected[name], what=f"gradient of {name}", hint=hint, atol=1e-6 + 0.05 * scale)
