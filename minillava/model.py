@@ -154,35 +154,17 @@ class MiniLlava(nn.Module):
         return MiniLlavaOutput(out.logits, loss, s.labels, s.attention_mask, s.image_mask)
 
     @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        image_sizes: torch.Tensor | None = None,
-        max_new_tokens: int = 32,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        eos_token_id: int | None = None,
-        stop_strings: list[str] | None = None,
-        tokenizer=None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
+                 **options) -> torch.Tensor:
         """Continue each prompt; returns the (B, n_new) new token ids.
 
-        input_ids, pixel_values, attention_mask and image_sizes are as in ``forward``.
-
-        Greedy when ``temperature == 0``, else sampling with temperature and nucleus
-        (top-p) filtering. A sequence stops at ``eos_token_id`` or once its decoded text
-        contains one of ``stop_strings`` (needs ``tokenizer``); finished sequences are
-        filled with ``config.pad_token_id``. Prompts are left-padded after splicing so
-        that every sample's next token is predicted at the last position, and the
-        language model's KV cache means each new token costs one position, not a
-        re-read of the whole prompt. ``generate_steps`` is the same loop, one step at a time.
+        input_ids, pixel_values, attention_mask and image_sizes are as in ``forward``; the
+        options (max_new_tokens, temperature, top_p, eos_token_id, stop_strings, tokenizer,
+        generator) as in ``generate_steps``, which runs the loop one step at a time.
         """
-        steps = self.generate_steps(input_ids, pixel_values, attention_mask, image_sizes, max_new_tokens,
-                                    temperature, top_p, eos_token_id, stop_strings, tokenizer, generator)
-        return torch.stack(list(steps), dim=1)
+        return torch.stack(list(self.generate_steps(input_ids, pixel_values, attention_mask, image_sizes, **options)),
+                           dim=1)
 
     @torch.no_grad()
     def generate_steps(
@@ -199,7 +181,15 @@ class MiniLlava(nn.Module):
         tokenizer=None,
         generator: torch.Generator | None = None,
     ) -> Iterator[torch.Tensor]:
-        """``generate``, yielding each step's (B,) new token ids as soon as they are chosen.
+        """Continue each prompt, yielding each step's (B,) new token ids as soon as they are chosen.
+
+        Greedy when ``temperature == 0``, else sampling with temperature and nucleus
+        (top-p) filtering. A sequence stops at ``eos_token_id`` or once its decoded text
+        contains one of ``stop_strings`` (needs ``tokenizer``); finished sequences are
+        filled with ``config.pad_token_id``. Prompts are left-padded after splicing so
+        that every sample's next token is predicted at the last position, and the
+        language model's KV cache means each new token costs one position, not a
+        re-read of the whole prompt.
 
         Streaming needs nothing more: a chat prints each token while the next one is being
         computed, and a caller that has what it wants (a stop string of its own, a client
