@@ -7,23 +7,17 @@ import json
 import threading
 from contextlib import contextmanager
 
-from minillava.serve.server import make_server
+from minillava.serve.server import running
 
 CHAT = "/v1/chat/completions"
 
 
 @contextmanager
 def serving(assistant, **options):
-    """A server for ``assistant`` on a free loopback port, serving in a thread; stopped on exit."""
-    server = make_server(assistant, **options)
-    thread = threading.Thread(target=server.serve_forever, name="test-serve", daemon=True)
-    thread.start()
-    try:
+    """``minillava.serve.server.running``, and afterwards: its serving thread has ended."""
+    with running(assistant, **options) as server:
         yield server
-    finally:
-        server.shutdown()
-        thread.join(10)
-        assert not thread.is_alive()
+    assert f"minillava-serve:{server.server_port}" not in {thread.name for thread in threading.enumerate()}
 
 
 def data_url(image, format: str = "PNG") -> str:

@@ -16,7 +16,6 @@ selenium is imported where it is used, so that without it ``missing()`` can say 
 
 import argparse
 import shutil
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,20 +35,12 @@ def missing() -> str | None:
     return None
 
 
-@contextmanager
 def serving(assistant, **options):
-    """`minillava serve`'s server for ``assistant`` on a free 127.0.0.1 port, serving in a thread;
-    yields the server (``server.url`` is the page's address), stops it on the way out."""
-    from minillava.serve.server import make_server
+    """`minillava serve`'s server for ``assistant`` on a free 127.0.0.1 port, serving in a thread
+    (``server.url`` is the page's address); stopped on the way out of the ``with`` block."""
+    from minillava.serve.server import running
 
-    server = make_server(assistant, host="127.0.0.1", port=0, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        thread.join(timeout=30)
+    return running(assistant, host="127.0.0.1", port=0, **options)
 
 
 @contextmanager

@@ -32,6 +32,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -333,3 +335,22 @@ def make_server(assistant, host: str = "127.0.0.1", port: int = 0, api_key: str 
                         model_name or assistant.name, Path(static_dir), io_timeout, max_connections)
     batcher.start()
     return server
+
+
+@contextmanager
+def running(assistant, **options) -> Iterator[ChatServer]:
+    """``make_server(assistant, **options)`` serving in a background thread for a ``with`` block::
+
+        with running(assistant) as server:   # 127.0.0.1, a free port
+            client = OpenAI(base_url=server.url + "v1", api_key="unused")
+
+    On the way out the server shuts down and its thread is joined.
+    """
+    server = make_server(assistant, **options)
+    thread = threading.Thread(target=server.serve_forever, name=f"minillava-serve:{server.server_port}", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(30)
