@@ -91,7 +91,9 @@ class PipelineConfig:
                        choices=("toy",), or_file="a LLaVA JSON/JSONL file")
     stage1_data: str = option("toy", "stage-1 data: 'toy' (captions of the toy scenes) or a LLaVA JSON/JSONL file",
                               choices=("toy",), or_file="a LLaVA JSON/JSONL file")
-    image_folder: str | None = option(None, "where the image paths of --data / --stage1-data are resolved")
+    image_folder: str | None = option(None, "where the image paths of --data are resolved")
+    stage1_image_folder: str | None = option(None, "where the image paths of --stage1-data are resolved "
+                                                   "(LLaVA keeps LLaVA-Pretrain/images apart)")
     scenes: int = option(3000, "toy training scenes (seeds 0..scenes-1): images, captions, instructions",
                          at_least=1)
     mixture: dict[str, float] = option(TOY_MIXTURE, "stage-2 source weights of the toy mixture, e.g. vqa=3,text=0 "
@@ -116,9 +118,29 @@ class PipelineConfig:
     stage2_lr: float = option(3e-4, "stage-2 peak learning rate (LLaVA: 2e-5 for 7B models)", positive=True)
     grad_accum: int = option(1, "micro-batches per optimizer step, both stages", at_least=1)
     gradient_checkpointing: bool = option(False, "recompute LM activations in backward (real backbones on a GPU)")
+    # precision and scale (real backbones on GPUs)
+    precision: str = option("auto", "auto: bf16 autocast where the GPU supports it, fp16 autocast with loss "
+                                    "scaling where it does not, fp32 on a CPU; or fp32, bf16, fp16",
+                            choices=("auto", "fp32", "bf16", "fp16"))
+    distributed: str = option("ddp", "under torchrun: ddp (a copy of the model per process) or fsdp (weights, "
+                                     "gradients and optimizer state sharded across processes)",
+                              choices=("ddp", "fsdp"))
+    # LoRA for stage 2 (LLaVA's LoRA recipe: r 128, alpha 256, projector lr 2e-5)
+    lora: bool = option(False, "stage 2 trains low-rank adapters on the language model instead of all its weights")
+    qlora: bool = option(False, "LoRA on a 4-bit quantised language model (bitsandbytes, CUDA only)")
+    lora_r: int = option(128, "LoRA rank", at_least=1)
+    lora_alpha: float = option(256.0, "LoRA scaling numerator (the update is scaled by alpha / r)", positive=True)
+    lora_dropout: float = option(0.05, "dropout on the LoRA branch", at_least=0.0)
+    # data loading
+    num_workers: int = option(0, "DataLoader worker processes that decode images and tokenize samples", at_least=0)
+    max_skip_ratio: float = option(0.05, "stop the run when more than this share of the records seen were "
+                                         "skipped as bad (missing images, malformed conversations ...)",
+                                   at_least=0.0)
     save_every: int | None = option(None, "steps between resumable checkpoints (rerun the command to resume)",
                                     at_least=1)
     # evaluation
+    eval: bool = option(True, "evaluate the assistant on held-out toy scenes at the end (--no-eval: skip, as "
+                              "real runs should; evaluate real benchmarks with `minillava eval`)")
     eval_scenes: int = option(100, "held-out scenes per evaluation task", at_least=1)
     eval_seed: int = option(0, "which held-out scenes")
     eval_batch: int = option(32, "questions per batched generation", at_least=1)
