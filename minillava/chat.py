@@ -23,7 +23,7 @@ answers many questions in one batched generation.
 import json
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -31,7 +31,8 @@ from transformers import AutoTokenizer
 
 from minillava.anyres import num_image_tokens
 from minillava.checkpoint import load_model, save_model
-from minillava.conversation import IMAGE_MARKER, get_template
+from minillava.conversation import IMAGE_MARKER, encode, get_template
+from minillava.errors import UserError
 from minillava.image import ImageProcessor
 from minillava.model import MiniLlava
 
@@ -68,8 +69,7 @@ class Assistant:
         """Token ids of the conversation so far, ending with the open assistant turn."""
         template = get_template(self.template)
         text = template.render(messages, add_generation_prompt=True, system=self.system)
-        bos = [self.tokenizer.bos_token_id] if template.bos and self.tokenizer.bos_token_id is not None else []
-        return bos + self.tokenizer.encode(text, add_special_tokens=False)
+        return encode(text, self.tokenizer, bos=template.bos)   # exactly as training tokenizes
 
     def image_tokens(self, image) -> int:
         """Positions one image (a PIL image) takes in the model: its projected features."""
@@ -244,7 +244,13 @@ def load_assistant(folder: str | Path, device: str | torch.device = "cpu") -> As
     if not (folder / CHAT_FILE).is_file():
         raise FileNotFoundError(f"{folder / CHAT_FILE} is missing: {folder} was not written by save_assistant "
                                 "(stage 2 of `minillava pipeline` writes one)")
-    settings = json.loads((folder / CHAT_FILE).read_text())
-    processor = settings.pop("processor")
-    return Assistant(load_model(folder).to(device), AutoTokenizer.from_pretrained(folder),
-                     ImageProcessor(**processor), **settings)
+    try:
+        settings = json.loads((folder / CHAT_FILE).read_text())
+        processor = ImageProcessor(**settings.pop("processor"))
+        unknown = set(settings) - {f.name for f in fields(Assistant)}
+        if unknown:
+            raise KeyError(f"unknown settings {sorted(unknown)}")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:   # not JSON, not the settings we write
+        raise UserError(f"{folder / CHAT_FILE} is corrupt ({type(err).__name__}: {err}); re-save the assistant "
+                        "(minillava pipeline writes one)") from None
+    return Assistant(load_model(folder).to(device), AutoTokenizer.from_pretrained(folder), processor, **settings)

@@ -11,6 +11,12 @@
                        config file and/or flags (toy world by default; real backbones and data too)
     minillava chat     talk to a saved assistant in the terminal (multi-turn, /image, streamed answers)
     minillava serve    serve a saved assistant over OpenAI's chat API (batched, streamed) and a web demo
+    minillava export   write a saved assistant as a transformers-native folder (LLaVA or LLaVA-NeXT)
+
+Bad input -- a malformed data file, a corrupt assistant folder, a missing file, an option that
+cannot be used -- ends every command with one line, ``minillava <cmd>: <what and how to fix>``,
+on stderr and exit status 2 (as argparse's own errors): ``USER_ERRORS`` are the exceptions that
+mean it. Anything else is a bug and keeps its traceback.
 """
 
 import argparse
@@ -20,8 +26,10 @@ from pathlib import Path
 import torch
 
 from minillava import pipeline
+from minillava.conversation import TokenizationMismatchError
 from minillava.data.commands import add_parser as add_data_parser
 from minillava.device import pick_device
+from minillava.errors import UserError
 from minillava.eval.judges import RuleJudge
 from minillava.eval.suite import add_parser as add_eval_parser
 from minillava.serve.command import add_parser as add_serve_parser
@@ -30,6 +38,11 @@ from minillava.splicing import IGNORE_INDEX
 
 # The backbones' modules import transformers (seconds): `demo` and `zoo` import them when they
 # run, so that `minillava --help`, `minillava eval` and a config error answer at once.
+
+# Exceptions that mean bad input, not a bug. New ones subclass minillava.errors.UserError; the
+# others are listed until they do. A path that does not exist or cannot be read is the user's too.
+USER_ERRORS = (UserError, pipeline.ConfigError, TokenizationMismatchError,
+               FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -78,12 +91,22 @@ def zoo_command(args: argparse.Namespace) -> None:
 
 
 def pipeline_command(args: argparse.Namespace) -> None:
-    try:
-        pipeline.run(pipeline.config_from_args(args))
-    except pipeline.ConfigError as err:   # bad options or backbones: the message says what to fix
-        # No traceback, and exit status 2, as argparse's own errors (a flag it cannot parse) have.
-        print(f"minillava pipeline: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    pipeline.run(pipeline.config_from_args(args))
+
+
+def export_command(args: argparse.Namespace) -> None:
+    folder, out = Path(args.assistant).expanduser(), Path(args.out).expanduser()
+    if not folder.is_dir():   # checked before loading anything: a typo fails at once
+        raise UserError(f"no folder {folder}: give the folder save_assistant wrote (runs/pipeline/assistant after "
+                        "`minillava pipeline`)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder; give a new folder for the export")
+    from minillava.chat import load_assistant   # transformers (seconds): only once the input is good
+    from minillava.export import export
+
+    hf = export(load_assistant(folder), out)
+    print(f"wrote {hf}: AutoModelForImageTextToText.from_pretrained({str(hf)!r}) and "
+          f"AutoProcessor.from_pretrained({str(hf)!r}) load it")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,8 +134,17 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=pipeline_command)
     add_chat_parser(sub)   # minillava chat
     add_serve_parser(sub)   # minillava serve
+    p = sub.add_parser("export", help="write a saved assistant as a transformers-native folder "
+                       "(AutoModelForImageTextToText, AutoProcessor)")
+    p.add_argument("assistant", help="a folder saved by minillava.chat.save_assistant (e.g. runs/pipeline/assistant)")
+    p.add_argument("out", help="a new (or empty) folder for the transformers model and its processor")
+    p.set_defaults(func=export_command)
     args = parser.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except USER_ERRORS as err:   # the message says what to fix: no traceback
+        print(f"minillava {args.command}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

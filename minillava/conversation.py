@@ -6,25 +6,24 @@ on the assistant's answers, so every token also needs a label: its own id where
 the model should learn to produce it, IGNORE_INDEX (-100) everywhere else.
 
 Original LLaVA builds the string first and then finds the answers again by
-splitting it and tokenising the pieces. When the pieces' token counts disagree
-with the whole string's (the tokenizer merged text across a split point, or the
-template does not match the model) it masks the entire sample, prints
-"WARNING: tokenization mismatch ... (ignored)" and carries on: the loss of that
-sample is silently zero. Here the template produces *segments*, each marked as
-supervised or not; we tokenise each segment, concatenate, and then check the
-result against the whole string tokenised in one go. Any disagreement raises
+splitting it and counting the tokens of the pieces, with per-tokenizer corrections
+(`- 2`, `legacy` off-by-ones). When its counts disagree with the whole string's it
+masks the entire sample, prints "WARNING: tokenization mismatch ... (ignored)" and
+carries on: the loss of that sample is silently zero. Here the template renders the
+conversation once and remembers the character spans of the answers; the string is
+tokenized once (each stretch between <image> markers on its own, as LLaVA does), and
+a token is supervised when its characters lie in an answer span (label_tokens has
+the exact rule for tokens on a span's edge). That needs no assumption about how a
+tokenizer treats a piece of text alone, so it works for byte-level BPE (Llama-3,
+Qwen2) and SentencePiece (Llama/Vicuna, Mistral; legacy on or off, slow or fast)
+alike. Only a token that holds prompt text *and* answer text (a tokenizer that
+merges "ASSISTANT:" with the answer's first word) cannot be labelled: that raises
 TokenizationMismatchError; nothing is ever masked silently.
 
-Where the segments are cut matters. A cut is safe where the tokenizer itself
-always cuts: next to a special token, or where its pre-tokenizer starts a new
-word. So an answer segment starts *with* the whitespace that precedes the answer
-(vicuna: masked "...ASSISTANT:" + supervised " {answer}</s>"): byte-level BPE
-tokenizers (GPT-2, Llama-3, Qwen) glue a leading space to the next word, and
-SentencePiece-style ones start a word at the space, so " answer" tokenises the same
-alone as inside the prompt. Cutting after the space instead ("ASSISTANT: " + "answer")
-would turn " answer" into " " + "answer" and break the check. Headers that end in
-newlines (chatml, llama_3) keep them on the masked side: newline runs are words of
-their own for those tokenizers. The answer's end-of-turn marker ("</s>",
+An answer span starts *with* the whitespace before the answer (vicuna: masked
+"...ASSISTANT:" + supervised " {answer}</s>"), so the token that opens the answer,
+"Ġanswer" or "▁answer", is supervised whole. Headers that end in newlines (chatml,
+llama_3) keep them on the masked side. The answer's end-of-turn marker ("</s>",
 "<|im_end|>", plain's "\\n") is supervised, so the model learns when to stop.
 """
 
@@ -38,26 +37,27 @@ _ROLE_FROM_JSON = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
 class TokenizationMismatchError(ValueError):
-    """Segment-wise and whole-string tokenisation disagree, so the label mask would be wrong."""
+    """A token mixes prompt text and answer text, so the loss mask cannot be placed."""
 
-    def __init__(self, template, tokenizer, pieces: list[int], whole: list[int]):
-        position = next((i for i, (a, b) in enumerate(zip(pieces, whole)) if a != b),
-                        min(len(pieces), len(whole)))
-        self.position = position
-
-        def near(ids):  # the differing token and its right neighbours, or <end>
-            return tokenizer.convert_ids_to_tokens(ids[position:position + 3]) or ["<end>"]
-
+    def __init__(self, template, tokenizer, text: str, straddle: "_Straddle"):
+        self.position = straddle.position   # of the token, in input_ids
+        where = straddle.char
         super().__init__(
             f"tokenization mismatch for template {template.name!r} with "
-            f"{type(tokenizer).__name__} ({tokenizer.name_or_path!r}): the segments give "
-            f"{len(pieces)} ids, the whole prompt {len(whole)}; first difference at position "
-            f"{position}: segments {near(pieces)} vs whole {near(whole)}. The tokenizer does not "
-            "tokenise the text at a prompt/answer boundary the same alone as in context (it "
-            "merges across it, or marks word starts differently), so the loss mask cannot be "
-            "placed. Fix: use the template that matches this language model, or load its "
-            "tokenizer with flags that keep words apart at those boundaries (e.g. legacy=False "
-            "for SentencePiece/LLaMA tokenizers, add_prefix_space=False for byte-level BPE).")
+            f"{type(tokenizer).__name__} ({tokenizer.name_or_path!r}): token {straddle.token!r} at "
+            f"position {self.position} covers prompt and answer text at the {straddle.edge} of an "
+            f"answer ({text[max(0, where - 15):where]!r} | {text[where:where + 15]!r}), so the loss "
+            "mask cannot be placed. Fix: use the template that matches this language model; its "
+            "prompts must end where the tokenizer starts a new token (a space, a newline or a "
+            "special token), which a tokenizer whose pre-tokenizer splits words guarantees.")
+
+
+class _Straddle(Exception):
+    """Raised inside label_tokens; tokenize turns it into TokenizationMismatchError."""
+
+    def __init__(self, position: int, char: int, edge: str, token: str = "?"):
+        super().__init__(position, char, edge)
+        self.position, self.char, self.edge, self.token = position, char, edge, token
 
 
 def to_messages(conversations: list[dict]) -> list[dict]:
@@ -111,6 +111,109 @@ def to_messages(conversations: list[dict]) -> list[dict]:
 def _fill(fmt: str, content: str) -> str:
     # replace(), not format(): contents may contain braces of their own
     return fmt.replace("{content}", content)
+
+
+def image_token_id(tokenizer) -> int:
+    """The id that stands for one image in the token sequence (the tokenizer's <image> token)."""
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+    if image_id is None or image_id == tokenizer.unk_token_id:
+        raise ValueError(
+            f"{type(tokenizer).__name__} does not turn {IMAGE_MARKER} into one token per "
+            "image; add it: tokenizer.add_special_tokens({'additional_special_tokens': "
+            f"['{IMAGE_MARKER}']}}) and resize the model's token embeddings")
+    return image_id
+
+
+def label_tokens(text: str, spans: list[tuple[int, int]], tokenizer,
+                 bos: bool = True) -> tuple[list[int], list[bool]]:
+    """Token ids of a rendered conversation, and which of them lie in the answer `spans`.
+
+    `spans` are [start, end) character ranges of `text` (the supervised segments). The
+    text is tokenized as LLaVA's `tokenizer_image_token` does: BOS, then each stretch
+    between <image> markers on its own, the image token in between. For most tokenizers
+    (byte-level BPE, SentencePiece with legacy=True) that is the whole text tokenized once;
+    a fast SentencePiece tokenizer with legacy=False marks only the start of a text as a
+    word start, so the text after an image starts a word, as in LLaVA's training.
+
+    A token is supervised when all its characters lie in a span. A token at the edge of
+    a span whose characters outside it are only whitespace is supervised too (SentencePiece's
+    "▁A" after "ASSISTANT:" when the prompt ended with the space; LLaVA supervises it as
+    well); a token with non-whitespace on both sides cannot be placed and raises _Straddle.
+    A token with no characters (a word-start marker the tokenizer inserted) goes with the
+    character after it. Fast tokenizers give each token's characters (offset mapping);
+    for slow ones we find each span edge as LLaVA does, by tokenizing the text before it.
+    """
+    ids = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
+    flags = [False] * len(ids)
+    chunks = text.split(IMAGE_MARKER)
+    label_chunk = _label_by_offsets if getattr(tokenizer, "is_fast", False) else _label_by_prefixes
+    start = 0
+    for k, chunk in enumerate(chunks):
+        if k:
+            ids.append(image_token_id(tokenizer))
+            flags.append(False)
+        local = [(max(s, start) - start, min(e, start + len(chunk)) - start)
+                 for s, e in spans if max(s, start) < min(e, start + len(chunk))]
+        try:
+            chunk_ids, chunk_flags = label_chunk(chunk, local, tokenizer)
+        except _Straddle as err:   # positions in the chunk -> in the whole sequence
+            raise _Straddle(len(ids) + err.position, start + err.char, err.edge, err.token) from None
+        ids += chunk_ids
+        flags += chunk_flags
+        start += len(chunk) + len(IMAGE_MARKER)
+    return ids, flags
+
+
+def encode(text: str, tokenizer, bos: bool = True) -> list[int]:
+    """Token ids of a rendered prompt exactly as training tokenizes it (see label_tokens)."""
+    return label_tokens(text, [], tokenizer, bos)[0]
+
+
+def _label_by_offsets(text, spans, tokenizer):
+    """Fast tokenizers: classify each token by the characters its offsets cover."""
+    if not spans:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        return ids, [False] * len(ids)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    flags = []
+    for position, (a, z) in enumerate(encoded["offset_mapping"]):
+        inside = [any(s <= i < e for s, e in spans) for i in range(a, max(z, a + 1))]
+        if all(inside) or not any(inside):   # an empty token takes the side of the next character
+            flags.append(inside[0])
+            continue
+        outside = "".join(text[i] for i, yes in zip(range(a, z), inside) if not yes)
+        if not outside.isspace():
+            edge = "start" if inside[-1] else "end"
+            char = a + (inside.index(True) if edge == "start" else inside.index(False))
+            raise _Straddle(position, char, edge, text[a:z])
+        flags.append(True)
+    return encoded["input_ids"], flags
+
+
+def _label_by_prefixes(text, spans, tokenizer):
+    """Slow tokenizers (no offsets): each span edge is where the text before it ends in tokens."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    flags = [False] * len(ids)
+    for s, e in spans:
+        first, last = _edge(text, ids, tokenizer, s, -1), _edge(text, ids, tokenizer, e, +1)
+        flags[first:last] = [True] * (last - first)
+    return ids, flags
+
+
+def _edge(text, ids, tokenizer, cut, step):
+    """How many of `ids` spell text[:cut]; if a token crosses `cut`, move the cut over the
+    whitespace outside the span (step -1 before a start, +1 after an end) to the token's edge."""
+    at = cut
+    while True:
+        head = tokenizer.encode(text[:at], add_special_tokens=False)
+        if ids[:len(head)] == head:
+            return len(head)
+        crossed = at - 1 if step < 0 else at   # the character the next step adds to the span
+        if not 0 <= crossed < len(text) or not text[crossed].isspace():
+            position = next((i for i, (a, b) in enumerate(zip(head, ids)) if a != b), len(head))
+            token = tokenizer.convert_ids_to_tokens(ids[position:position + 1]) or ["<end>"]
+            raise _Straddle(position, cut, "start" if step < 0 else "end", token[0])
+        at += step
 
 
 @dataclass(frozen=True)
@@ -193,33 +296,24 @@ class Template:
                  max_length: int | None = None) -> dict[str, list[int]]:
         """Token ids and labels (IGNORE_INDEX outside the assistant answers) for training.
 
-        Raises TokenizationMismatchError when tokenising segment by segment disagrees
-        with tokenising the whole prompt, and ValueError when the tokenizer lacks the
-        <image> token or nothing would be supervised.
+        The ids are `encode(render(messages))`, BOS first where the template wants it;
+        a token is supervised when its characters lie in an answer (see label_tokens).
+        Raises TokenizationMismatchError when a token mixes prompt and answer text, and
+        ValueError when the tokenizer lacks the <image> token or nothing would be supervised.
         """
         segments = self._segments(messages, False, system)
         if not segments[-1][1]:
             raise ValueError("tokenize needs a conversation that ends with an assistant answer")
-        prefix = [tokenizer.bos_token_id] if self.bos and tokenizer.bos_token_id is not None else []
-        input_ids, labels = list(prefix), [IGNORE_INDEX] * len(prefix)
-        for text, supervised in segments:
-            ids = tokenizer.encode(text, add_special_tokens=False)
-            input_ids += ids
-            labels += ids if supervised else [IGNORE_INDEX] * len(ids)
-
-        prompt = "".join(text for text, _ in segments)
-        n_images = prompt.count(IMAGE_MARKER)
-        if n_images:
-            image_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
-            if image_id in (None, tokenizer.unk_token_id) or input_ids.count(image_id) != n_images:
-                raise ValueError(
-                    f"{type(tokenizer).__name__} does not turn {IMAGE_MARKER} into one token per "
-                    "image; add it: tokenizer.add_special_tokens({'additional_special_tokens': "
-                    f"['{IMAGE_MARKER}']}}) and resize the model's token embeddings")
-
-        whole = prefix + tokenizer.encode(prompt, add_special_tokens=False)
-        if whole != input_ids:
-            raise TokenizationMismatchError(self, tokenizer, input_ids, whole)
+        text, spans = "", []
+        for piece, supervised in segments:
+            if supervised:
+                spans.append((len(text), len(text) + len(piece)))
+            text += piece
+        try:
+            input_ids, supervised = label_tokens(text, spans, tokenizer, bos=self.bos)
+        except _Straddle as err:
+            raise TokenizationMismatchError(self, tokenizer, text, err) from None
+        labels = [i if s else IGNORE_INDEX for i, s in zip(input_ids, supervised)]
 
         if max_length is not None:
             if max_length < 1:

@@ -21,7 +21,7 @@ from torch import nn
 
 from minillava.anyres import check_pinpoints, grid_shape, merge_tiles
 from minillava.image import check_mode
-from minillava.loss import masked_lm_loss
+from minillava.loss import lean_loss_sum, masked_lm_loss, scored_positions
 from minillava.projector import build_projector
 from minillava.splicing import splice
 from minillava.vision import VisionTower
@@ -60,13 +60,16 @@ class MiniLlavaConfig:
 class MiniLlavaOutput:
     """logits (B, L, V) over the spliced sequence; loss (scalar) when labels were given
     (and not declined with ``return_loss=False``); labels / attention_mask / image_mask
-    (B, L) of the spliced sequence -- the labels the logits are scored against."""
+    (B, L) of the spliced sequence -- the labels the logits are scored against. The lean
+    training path (``lean=True``) gives no logits but loss_sum and n_tokens (loss.lean_loss_sum)."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     loss: torch.Tensor | None
     labels: torch.Tensor | None
     attention_mask: torch.Tensor
     image_mask: torch.Tensor = field(repr=False)
+    loss_sum: torch.Tensor | None = None
+    n_tokens: int | None = None
 
 
 class MiniLlava(nn.Module):
@@ -98,7 +101,7 @@ class MiniLlava(nn.Module):
             if image_sizes is not None:
                 raise ValueError(f"image_sizes is only used by image_mode='anyres' (this model: "
                                  f"{self.config.image_mode!r}); pass image_sizes=None")
-            return list(self.projector(self.vision_tower(pixel_values)))
+            return list(self._project(self.vision_tower(pixel_values)))
         if image_sizes is None or pixel_values.dim() != 5 or len(image_sizes) != len(pixel_values):
             raise ValueError(
                 "image_mode='anyres' needs pixel_values (num_images, max_views, C, H, W) and image_sizes "
@@ -111,8 +114,14 @@ class MiniLlava(nn.Module):
         counts = [1 + math.prod(grid_shape(s, self.pinpoints, tile)) for s in sizes]
         # One tower pass over the real views of all images (the padding views are dropped).
         views = torch.cat([pv[:n] for pv, n in zip(pixel_values, counts)])
-        features = self.projector(self.vision_tower(views)).split(counts)
+        features = self._project(self.vision_tower(views)).split(counts)
         return [merge_tiles(f, s, self.pinpoints, tile, self.image_newline) for f, s in zip(features, sizes)]
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        # A frozen tower may stay in half precision while the trained projector is float32
+        # (train.master_weights): its features meet the projector in the projector's dtype.
+        weight = next(self.projector.parameters(), None)
+        return self.projector(features if weight is None else features.to(weight.dtype))
 
     def _splice(self, input_ids, pixel_values, image_sizes, attention_mask, labels, padding_side):
         images = [] if pixel_values is None else self.encode_images(pixel_values, image_sizes)
@@ -131,6 +140,7 @@ class MiniLlava(nn.Module):
         image_sizes: torch.Tensor | None = None,
         padding_side: str = "right",
         return_loss: bool = True,
+        lean: bool = False,
     ) -> MiniLlavaOutput:
         """Run the model on a batch.
 
@@ -143,12 +153,23 @@ class MiniLlava(nn.Module):
             image_sizes: (N, 2) original (height, width) per image; AnyRes mode only.
             padding_side: side on which the spliced batch is re-padded.
             return_loss: False skips the mean loss; the output still holds the logits and
-                the spliced labels, for a caller that sums token losses itself (the trainer,
-                with ``loss.lm_loss_sum``).
+                the spliced labels, for a caller that sums token losses itself (chapter 4's
+                loop, with ``loss.lm_loss_sum``).
+            lean: the trainer's memory-lean path (needs labels): the language model computes
+                vocabulary logits only at the scored positions, and the output holds their
+                token-loss sum and count (``loss.lean_loss_sum``) instead of logits.
         """
         s = self._splice(input_ids, pixel_values, image_sizes, attention_mask, labels, padding_side)
         # Without padding the mask adds nothing but cost: let the LM use its causal fast path.
         mask = None if bool(s.attention_mask.all()) else s.attention_mask
+        if lean:
+            if labels is None:
+                raise ValueError("lean=True computes the training loss and needs labels; pass labels=")
+            keep = scored_positions(s.labels)
+            out = self.language_model(inputs_embeds=s.embeds, attention_mask=mask, position_ids=s.position_ids,
+                                      logits_to_keep=keep)
+            loss_sum, n_tokens = lean_loss_sum(out.logits, s.labels)
+            return MiniLlavaOutput(None, None, s.labels, s.attention_mask, s.image_mask, loss_sum, n_tokens)
         out = self.language_model(inputs_embeds=s.embeds, attention_mask=mask, position_ids=s.position_ids)
         loss = masked_lm_loss(out.logits, s.labels) if labels is not None and return_loss else None
         return MiniLlavaOutput(out.logits, loss, s.labels, s.attention_mask, s.image_mask)

@@ -9,8 +9,12 @@ from hypothesis import given, settings, strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from minillava.backbones.toy_text import lm_documents
+from minillava.backbones.zoo import load_tokenizer
 from minillava.conversation import (
     IGNORE_INDEX, IMAGE_MARKER, TEMPLATES, TokenizationMismatchError, get_template, to_messages)
+from minillava.data.rules import conversation_qa, detailed_description
+from minillava.toyworld import make_scene
 
 from tiny_tokenizer import train_tokenizer, well_behaved
 
@@ -268,16 +272,21 @@ def test_image_position_does_not_change_the_rendering(name, sample):
 
 # ---------------------------------------------------------------- tokenize edge cases
 
-def test_cutting_after_the_space_would_break_the_check(tok):
-    """Why vicuna's answer segment starts with the space: " yes" is one byte-level word."""
+def test_a_token_straddling_an_answer_start_over_whitespace_is_supervised(tok):
+    """The edge rule: "Ġyes" holds the prompt's trailing space and the answer's first word.
+    A template that cuts after the space ("ASSISTANT: " + "yes</s>") labels like vicuna_v1,
+    which cuts before it; the old segment-wise check refused it."""
     vicuna = get_template("vicuna_v1")
     cut_late = dataclasses.replace(vicuna, assistant_header="ASSISTANT: ", answer_format="{content}</s>")
     conversation = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "yes"}]
     assert cut_late.render(conversation) == vicuna.render(conversation)
     answer = tok.encode(" yes</s>", add_special_tokens=False)
-    assert vicuna.tokenize(conversation, tok)["labels"][-len(answer):] == answer
-    with pytest.raises(TokenizationMismatchError, match="segments \\['Ġ', 'yes'"):
-        cut_late.tokenize(conversation, tok)
+    assert tok.convert_ids_to_tokens(answer)[0] == "Ġyes"   # one token across the cut
+    labels = vicuna.tokenize(conversation, tok)["labels"]
+    assert labels[-len(answer):] == answer and labels[-len(answer) - 1] == IGNORE_INDEX
+    assert cut_late.tokenize(conversation, tok) == vicuna.tokenize(conversation, tok)
+    with pytest.raises(SegmentsDisagree):   # the previous method, kept below as the reference
+        segmentwise_labels(cut_late, conversation, tok)
 
 
 def test_truncation_and_nothing_to_supervise(tok):
@@ -301,34 +310,104 @@ def test_tokenizer_without_image_token_is_refused():
 
 # ---------------------------------------------------------------- the tokenization mismatch pitfall
 
+class SegmentsDisagree(Exception):
+    pass
+
+
+def segmentwise_labels(template, messages, tokenizer, system=None):
+    """The previous method, kept as a reference: tokenise each segment alone, concatenate, and
+    refuse the sample when that disagrees with the whole prompt tokenised at once."""
+    segments = template._segments(messages, False, system)
+    prefix = [tokenizer.bos_token_id] if template.bos and tokenizer.bos_token_id is not None else []
+    ids, labels = list(prefix), [IGNORE_INDEX] * len(prefix)
+    for text, supervised in segments:
+        piece = tokenizer.encode(text, add_special_tokens=False)
+        ids += piece
+        labels += piece if supervised else [IGNORE_INDEX] * len(piece)
+    whole = prefix + tokenizer.encode("".join(text for text, _ in segments), add_special_tokens=False)
+    if whole != ids:
+        raise SegmentsDisagree(f"segments {ids} vs whole {whole}")
+    return {"input_ids": ids, "labels": labels}
+
+
+def toy_samples():
+    """The course's data: the toy LM's documents and image conversations from the data rules."""
+    rng = random.Random(0)
+    samples = list(lm_documents(150))
+    for seed in range(60):
+        annotation = make_scene(seed).annotation()
+        pairs = conversation_qa(annotation, rng, n=rng.randint(1, 3))
+        messages = [{"role": role, "content": text} for q, a in pairs
+                    for role, text in (("user", q), ("assistant", a))]
+        messages[0]["content"] = IMAGE_MARKER + "\n" + messages[0]["content"]
+        samples += [(name, messages) for name in ("vicuna_v1", "llava_v1", "llama_2", "chatml", "llama_3")]
+        samples.append(("plain", [{"role": "user", "content": IMAGE_MARKER},
+                                  {"role": "assistant", "content": detailed_description(annotation, rng)}]))
+    return samples
+
+
+def test_toy_tokenizer_labels_are_exactly_the_previous_methods():
+    """The chapters' stored outputs rest on the shipped toy tokenizer's labels: unchanged."""
+    toy = load_tokenizer("toy-lm")
+    samples = toy_samples()
+    assert {name for name, _ in samples} == set(TEMPLATES) and len(samples) > 500
+    for name, messages in samples:
+        template = get_template(name)
+        assert template.tokenize(messages, toy) == segmentwise_labels(template, messages, toy), (name, messages)
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@SETTINGS
+@given(sample=conversations())
+def test_well_behaved_labels_equal_the_previous_methods(tok, name, sample):
+    messages = plain_safe(name, sample)
+    template = get_template(name)
+    assert template.tokenize(messages, tok) == segmentwise_labels(template, messages, tok)
+
+
 def first_difference(a, b):
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-@pytest.mark.parametrize("pre_tokenizer, byte_level", [
-    # no word splitting: BPE learns merges such as "ASSISTANT:Ġyes" across the answer boundary
-    (pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), True),
-    # SentencePiece-style word-start marker only at the very start (LLaMA's legacy pitfall):
-    # "USER" after "</s>" gets "▁USER" alone but "USER" inside the prompt
-    (pre_tokenizers.Metaspace(prepend_scheme="first"), False),
-], ids=["merges-across-boundary", "word-start-marker"])
-def test_mismatch_raises_with_position_and_tokens(pre_tokenizer, byte_level):
-    bad = train_tokenizer(pre_tokenizer, sample_corpus(), byte_level=byte_level)
-    messages = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "yes"},
-                {"role": "user", "content": "red"}, {"role": "assistant", "content": "no"}]
-    # the segments, written out: prompt / answer / prompt / answer
-    segments = ["USER: the cat ASSISTANT:", " yes</s>", "USER: red ASSISTANT:", " no</s>"]
-    enc = lambda text: bad.encode(text, add_special_tokens=False)
-    pieces = [bad.bos_token_id] + [i for s in segments for i in enc(s)]
-    whole = [bad.bos_token_id] + enc("".join(segments))
-    assert pieces != whole  # the pitfall is real for this tokenizer
-    position = first_difference(pieces, whole)
+MISMATCH_MESSAGES = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "yes"},
+                     {"role": "user", "content": "red"}, {"role": "assistant", "content": "no"}]
+
+
+def test_a_token_holding_prompt_and_answer_text_raises_with_position_and_token():
+    """What truly cannot be aligned: with no word split, BPE merges across the answer's edge
+    (a token holds ':' of "ASSISTANT:" and the answer's leading space or word)."""
+    bad = train_tokenizer(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), sample_corpus())
+    vicuna = get_template("vicuna_v1")
+    text = vicuna.render(MISMATCH_MESSAGES, system="")
+    answer_start = text.index(" yes")
+    encoded = bad(text, add_special_tokens=False, return_offsets_mapping=True)
+    # the first token that covers both text[answer_start - 1] (':') and text[answer_start] (' ')
+    position = next(i for i, (a, z) in enumerate(encoded["offset_mapping"]) if a < answer_start < z)
 
     with pytest.raises(TokenizationMismatchError) as caught:
-        get_template("vicuna_v1").tokenize(messages, bad, system="")
+        vicuna.tokenize(MISMATCH_MESSAGES, bad, system="")
     message = str(caught.value)
-    assert caught.value.position == position and f"position {position}:" in message
-    assert "'vicuna_v1'" in message and type(bad).__name__ in message
-    assert str(bad.convert_ids_to_tokens(pieces[position:position + 3])) in message
-    assert str(bad.convert_ids_to_tokens(whole[position:position + 3])) in message
-    assert "legacy=False" in message and isinstance(caught.value, ValueError)
+    assert caught.value.position == position + 1   # after BOS
+    a, z = encoded["offset_mapping"][position]
+    assert f"token {text[a:z]!r} at position {position + 1}" in message
+    assert "'vicuna_v1'" in message and type(bad).__name__ in message and "start of an answer" in message
+    assert "template that matches" in message and isinstance(caught.value, ValueError)
+
+
+def test_a_word_start_marker_only_at_the_start_no_longer_breaks_the_labels():
+    """SentencePiece with the word-start marker only at the start of a text (transformers'
+    legacy=False): "USER" after "</s>" is "▁USER" alone but "USER" in the prompt, so the
+    previous method refused the sample. The labels come from the whole prompt now."""
+    sp_like = train_tokenizer(pre_tokenizers.Metaspace(prepend_scheme="first"), sample_corpus(), byte_level=False)
+    vicuna = get_template("vicuna_v1")
+    segments = ["USER: the cat ASSISTANT:", " yes</s>", "USER: red ASSISTANT:", " no</s>"]
+    enc = lambda text: sp_like.encode(text, add_special_tokens=False)
+    assert [i for s in segments for i in enc(s)] != enc("".join(segments))   # the pitfall is real
+    with pytest.raises(SegmentsDisagree):
+        segmentwise_labels(vicuna, MISMATCH_MESSAGES, sp_like, system="")
+
+    out = vicuna.tokenize(MISMATCH_MESSAGES, sp_like, system="")
+    assert out["input_ids"] == [sp_like.bos_token_id] + enc("".join(segments))
+    supervised = [i for i, label in zip(out["input_ids"], out["labels"]) if label != IGNORE_INDEX]
+    assert sp_like.convert_ids_to_tokens(supervised) == (
+        sp_like.convert_ids_to_tokens(enc(" yes</s>")) + sp_like.convert_ids_to_tokens(enc(" no</s>")))

@@ -165,7 +165,7 @@ def test_the_command_line_reports_config_errors_without_a_traceback(tmp_path, ca
             (["--template", "vicuna"], r"unknown template 'vicuna'; choose one of plain, vicuna_v1"),
             (["--mixture", "captions=1"], r"unknown mixture source\(s\) \['captions'\]"),
             (["--data", str(tmp_path / "mix.json")], r"data: no file at .*mix.json; give a LLaVA JSON/JSONL file, "
-                                                     r"or 'toy'")]:
+                                                     r".* or a hub id \(owner/name\), or 'toy'")]:
         with pytest.raises(SystemExit) as stopped:
             main(["pipeline", "--out", str(tmp_path / "out"), *argv])
         err = capsys.readouterr().err

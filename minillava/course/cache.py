@@ -21,7 +21,7 @@ from minillava import pipeline
 from minillava.course.switch import settings
 from minillava.data import engine
 from minillava.device import pick_device
-from minillava.train import autocast_dtype
+from minillava.precision import autocast_dtype
 
 PACKAGE = Path(__file__).resolve().parent.parent   # the whole package: its source and shipped weights
 
@@ -48,7 +48,7 @@ def machine(device: str | None = None) -> dict:
     result's recipe, since every trained number changes with it.
 
     The device type (an assistant trained on a GPU in bf16 is not the CPU's), the precision of
-    its matrix products (``train.autocast_dtype``), and the arithmetic the tests may emulate
+    its matrix products (``precision.autocast_dtype``), and the arithmetic the tests may emulate
     (MINILLAVA_EMULATE, see tools/emulate/). These go in the recipe, not in the fingerprint, so
     that a CPU entry and a GPU entry of one machine live side by side (``MINILLAVA_DEVICE=cpu``
     switches between them) instead of each deleting the other as superseded.

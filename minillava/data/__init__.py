@@ -19,6 +19,8 @@ one idea each:
                    (and a judge, if handed one: evaluation builds on data, never the reverse).
 * ``commands``  -- ``minillava data generate | serve``.
 
-Feeding training: ``dataset`` turns LLaVA records into token ids, labels and pixels
-(skipping bad records with reasons), ``batching`` pads and groups them into batches.
+Feeding training: ``sources`` indexes where records come from (LLaVA JSON/JSONL files, ``datasets``
+folders, parquet files, the hub) so they are read one at a time, ``dataset`` turns LLaVA records
+into token ids, labels and pixels (up front or lazily, skipping bad records with reasons),
+``batching`` pads and groups them into batches.
 """

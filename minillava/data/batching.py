@@ -38,7 +38,17 @@ def collate(samples: list[dict], pad_token_id: int) -> dict:
     Returns input_ids / attention_mask / labels as (B, T) tensors and pixel_values as
     (sum of n_images, C, H, W) or None; AnyRes batches pixel_values as (sum of n_images,
     max views, C, H, W) and image_sizes as a (sum of n_images, 2) long tensor.
+
+    A lazily read dataset returns a skip marker ``{"skip": reason, "id": record id}`` for a
+    bad record: markers are left out, and listed as ``"skipped": [(reason, id), ...]`` for the
+    training loop to count (``batch.pop("skipped", [])``: the key is there only when a marker
+    was, so ``model(**collate(samples))`` keeps working). If every sample was skipped, the
+    batch is ``{"skipped": [...]}`` alone.
     """
+    skipped = [(s["skip"], s["id"]) for s in samples if "skip" in s]
+    samples = [s for s in samples if "skip" not in s]
+    if not samples:
+        return {"skipped": skipped}
     length = max(len(s["input_ids"]) for s in samples)
     ids = torch.full((len(samples), length), pad_token_id, dtype=torch.long)
     labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
@@ -48,6 +58,8 @@ def collate(samples: list[dict], pad_token_id: int) -> dict:
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(s["input_ids"]), torch.tensor(s["labels"]), 1
     images = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None]
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": None}
+    if skipped:
+        batch["skipped"] = skipped
     if images and images[0].dim() == 5:   # AnyRes: samples differ in their number of views
         batch["pixel_values"] = pad_views([image for sample in images for image in sample])
         batch["image_sizes"] = torch.tensor([size for s in samples for size in s.get("image_sizes") or []])

@@ -20,6 +20,8 @@ Around them, the suite that runs a model on held-out toy scenes and reports:
   ``minillava.chat.Assistant`` has), and fakes that test it: an oracle, an always-"Yes"
   assistant and a describer that hallucinates.
 * ``suite``      -- ``run_suite`` -> ``Report`` (markdown, JSON, samples, chart) and ``minillava eval``.
+* ``benchmarks`` -- the real benchmarks from their published files (POPE, VQAv2, LLaVA-Bench,
+  MMBench) as tasks: ``minillava eval ASSISTANT --task pope --data FILE --image-folder DIR``.
 * ``failures``   -- accuracy by question topic, and the looking test (right, blank, other image).
 
 Import the module you need, e.g. ``from minillava.eval import pope``.

@@ -21,14 +21,18 @@ from typing import NamedTuple
 
 LETTERS = string.ascii_uppercase
 
-# Tried in order; the first one that matches decides. Only the first is
-# case-insensitive: a capital "A" inside a sentence ("A cat sits...") is an
-# article, so free text needs an explicit marker such as "answer is B".
-_CHOICE_PATTERNS = (
-    re.compile(r"^\(?([A-Za-z])\)?[.:)]?$"),  # "B", "b", "(B)", "B."
-    re.compile(r"^\(?([A-Z])[.:)]\s"),  # "B. a cat", "(B) a cat", "B: a cat"
-    re.compile(r"(?i:answer|option)(?: is)?:?\s*\(?([A-Z])\b"),  # "The answer is (B)"
-)
+# How a reply names a letter, from the most to the least explicit (see ``parse_choice``).
+# A whole reply that is one letter, in any case: "B", "b", "(B)", "B.".
+_BARE = re.compile(r"^\(?([A-Za-z])\)?[.:)]?$")
+# An answer statement -- "the answer is", "Answer:", "the correct option is" -- then its
+# clause, up to the end of the sentence ("." ";" "!" "?" before a space, or a new line).
+_STATEMENT = re.compile(
+    r"\b(?:answer|(?:correct|right|best) (?:option|choice))\b(?:\s+(?:is|would be|should be))?\s*:?"
+    r"(?P<clause>.*?)(?:[.;!?](?=\s|$)|\n|$)", re.IGNORECASE)
+# A capital standing alone, maybe in parentheses: "B", "(B)", "B." (not "B's", not "Bx").
+_LETTER = re.compile(r"(?<![\w'])\(?([A-Z])\)?(?![\w'])")
+# A letter marked as an option anywhere: "(B)", "B." / "B)" / "B:" opening a line, "option B".
+_MARKED = re.compile(r"\(([A-Z])\)|(?:^|\n)\s*([A-Z])[.:)](?=\s|$)|(?i:\b(?:option|choice))\s+\(?([A-Z])\b")
 
 
 class Rotation(NamedTuple):
@@ -76,20 +80,42 @@ def circular_prompts(question, options):
 def parse_choice(text, n_options):
     """The letter a model answered with, or None if there is no clear one.
 
-    Accepts a bare letter ("B", "b", "(B)", "B."), an answer that starts with a
-    marked letter ("B. a cat", "(B) a cat") or a letter after "answer" or
-    "option" ("The answer is B."). Returns None for anything else -- including
-    a letter beyond the N options and an answer that repeats the option's text
-    without its letter -- so that it is scored wrong rather than guessed.
+    Read as the benchmarks read a reply, most explicit first:
+
+    1. the whole reply is a letter: "B", "b", "(B)", "B.";
+    2. answer statements ("The answer is B.", "Answer: (B)", "the correct option is B"):
+       the capital letters in their clauses -- "Option A is wrong; the answer is B." is B;
+    3. otherwise the letters marked as options anywhere: "(B)", "B. a cat" opening a
+       line, "option B";
+    4. otherwise, as MMBench does, the capitals that are option letters standing alone:
+       "I think B is right" is B -- except a lone "A" in a reply of more than three
+       words, which is an article ("A cat sits on the mat.").
+
+    Where the deciding rule finds two different letters -- "(A) or (B)", "the answer
+    is A or B" -- the reply marks no single answer and this returns None, as it does
+    for a reply with no letter, a letter beyond the N options, and an answer that
+    repeats the option's text without its letter: scored wrong rather than guessed.
+    MMBench's own rule (which counts letters by their punctuation, "B." or "(B)") agrees
+    on replies that name one letter, but takes "Option A is wrong; the answer is B."
+    as B only by luck and "I think (A), maybe (B)." as B.
     """
     _check_n_options(n_options)
     text = text.strip()
-    for pattern in _CHOICE_PATTERNS:
-        match = pattern.search(text)
-        if match:
-            letter = match.group(1).upper()
-            return letter if LETTERS.index(letter) < n_options else None
-    return None
+    bare = _BARE.match(text)
+    if bare:
+        letters = {bare.group(1).upper()}
+    else:
+        letters = {letter for m in _STATEMENT.finditer(text) for letter in _LETTER.findall(m["clause"])}
+        if not letters:
+            letters = {letter for groups in _MARKED.findall(text) for letter in groups if letter}
+        if not letters:   # MMBench's last resort: a lone capital that is one of the option letters
+            letters = {letter for letter in _LETTER.findall(text) if letter in LETTERS[:n_options]}
+            if letters == {"A"} and len(text.split()) > 3:
+                return None   # "A cat sits on the mat.": an article, not a choice
+    if len(letters) != 1:
+        return None
+    (letter,) = letters
+    return letter if LETTERS.index(letter) < n_options else None
 
 
 def circular_eval(records):

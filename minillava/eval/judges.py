@@ -32,7 +32,6 @@ from minillava.data.teachers import OpenAITeacher, TeacherError
 from minillava.data.validate import check, toy_facts
 from minillava.eval import llava_bench
 from minillava.eval.scenes import answer_key
-from minillava.eval.vqa import normalize_answer
 from minillava.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES
 
 
@@ -64,9 +63,21 @@ _CONTENT_WORDS = ({w: w for w in (*COLORS, *BACKGROUNDS, *SIZES, *SHAPES, *_POSI
                   | {"center": "centre", "grey": "gray"})
 
 
+# The judge reads words plainly, not with VQA's official answer processing (eval.vqa), whose
+# number words stop at ten: "a cross has twelve" corners must say 12. Punctuation is a space
+# except inside a word or a number ("don't", "3.5"); thousands commas go ("1,000" -> "1000").
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d)")
+_PUNCTUATION = re.compile(r"(?<=\w)'(?=\w)|(?<=\d)\.(?=\d)|([^\w\s])")
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+
+
 def content_words(text: str) -> set[str]:
     """The checkable words of an answer: colours, shapes, sizes, numbers, positions, yes/no."""
-    words = normalize_answer(text).split()   # number words become digits: "two" == "2"
+    text = _THOUSANDS.sub("", text.lower().replace("\u2019", "'"))
+    text = _PUNCTUATION.sub(lambda match: " " if match[1] else match[0], text)
+    words = [_NUMBER_WORDS.get(w, w) for w in text.split()]   # "two" == "2"
     return {_CONTENT_WORDS.get(w, w) for w in words if w in _CONTENT_WORDS or w.isdigit()}
 
 

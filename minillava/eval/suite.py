@@ -13,6 +13,15 @@ From the command line (``minillava eval``)::
 
 Every task runs on the same held-out scenes (``scenes.eval_seeds(n, seed)``): the same n
 and seed always evaluate the same images, whatever the assistant.
+
+Real benchmarks, from their published files (``benchmarks``; ``run_benchmark`` in Python)::
+
+    minillava eval runs/stage2 --task pope --data pope/coco --image-folder coco/val2014
+    minillava eval runs/stage2 --task vqav2 --data v2_OpenEnded_mscoco_val2014_questions.json \
+        --annotations v2_mscoco_val2014_annotations.json --image-folder coco/val2014
+    minillava eval runs/stage2 --task llava_bench --data llava-bench-in-the-wild/questions.jsonl \
+        --image-folder llava-bench-in-the-wild/images --judge openai --judge-model gpt-4o
+    minillava eval runs/stage2 --task mmbench --data mmbench_dev_en.tsv
 """
 
 import argparse
@@ -23,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from minillava.eval.assistants import HallucinatingDescriber, OracleAssistant, YesAssistant, answer_all, as_assistant
+from minillava.eval.benchmarks import BENCHMARKS, BenchmarkError, benchmark_tasks
 from minillava.eval.judges import OpenAIJudge
 from minillava.eval.scenes import eval_seeds
 from minillava.eval.tasks import GROUPS, TASKS, Task, llava_bench_task, resolve_tasks
@@ -69,8 +79,7 @@ class Report:
 
     def to_markdown(self) -> str:
         """A summary table: main metric (arrow: which way is better) and every other number."""
-        c = self.config
-        lines = [f"## {c['assistant']}: {c['n_per_task']} held-out scenes per task (seed {c['seed']})", "",
+        lines = [f"## {self.config['assistant']}: {self._what()}", "",
                  "| task | samples | metric | value | other metrics |", "|---|---:|---|---:|---|"]
         notes = []
         for r in self.results:
@@ -89,6 +98,13 @@ class Report:
             lines.append(f"| {group} (all {len(s['tasks'])}) | | {s['metric']} "
                          f"{'↑' if s['higher_is_better'] else '↓'} | {_fmt(s['value'])} | |")
         return "\n".join(lines + ([""] + notes if notes else []))
+
+    def _what(self) -> str:
+        """What was evaluated: a benchmark's file, or the held-out toy scenes."""
+        c = self.config
+        if "data" in c:
+            return f"{c['benchmark']} from {c['data']}"
+        return f"{c['n_per_task']} held-out scenes per task (seed {c['seed']})"
 
     def plot(self, path: str | Path) -> Path:
         """A bar chart of every task's main metric, in percent, saved as an image."""
@@ -109,7 +125,9 @@ class Report:
             axes.annotate(f"{value:.1f}", (value, y), xytext=(3, 0), textcoords="offset points", va="center")
         axes.set_xlim(0, max([100.0, *values]) * 1.12)
         axes.set_xlabel("percent (↑ higher is better, ↓ lower is better)")
-        axes.set_title(f"{self.config['assistant']}, {self.config['n_per_task']} held-out scenes per task")
+        c = self.config
+        what = self._what() if "data" in c else f"{c['n_per_task']} held-out scenes per task"
+        axes.set_title(f"{c['assistant']}, {what}")
         path = Path(path)
         figure.savefig(path, dpi=100)
         return path
@@ -165,6 +183,20 @@ def run_suite(assistant, tasks: list | None = None, n_per_task: int = 20, seed: 
     return Report(config, results)
 
 
+def run_benchmark(assistant, tasks: list[Task], benchmark: str, data, *, batch_size: int = 8,
+                  progress: bool = False) -> Report:
+    """Evaluate an assistant on a real benchmark's tasks (``benchmarks.benchmark_tasks``); a ``Report``."""
+    assistant = as_assistant(assistant)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    start = time.perf_counter()
+    results = [_run_task(task, assistant, [], batch_size, progress) for task in tasks]
+    config = {"assistant": assistant.name, "tasks": [t.name for t in tasks], "benchmark": benchmark,
+              "data": str(data), "questions": sum(len(r.samples) for r in results),
+              "seconds": round(time.perf_counter() - start, 2)}
+    return Report(config, results)
+
+
 def _run_task(task: Task, assistant, seeds: list[int], batch_size: int, progress: bool) -> TaskResult:
     from tqdm.auto import tqdm
 
@@ -212,21 +244,54 @@ def _assistant(value: str, seeds: list[int]):
     return replace(loaded, name=folder.name)
 
 
+def _fail(message: str) -> None:
+    """End `minillava eval` with one line on stderr and a non-zero exit status, never a traceback."""
+    raise SystemExit(f"minillava eval: {message}")
+
+
+def _judge(args: argparse.Namespace):
+    """The llava_bench judge the options ask for: None (the rule judge) or an OpenAIJudge."""
+    if args.judge != "openai":
+        return None
+    if not args.judge_model:
+        _fail("--judge openai needs --judge-model (e.g. gpt-4o, or the name a local server serves)")
+    return OpenAIJudge(args.judge_model, args.judge_base_url, api_key_env=args.api_key_env)
+
+
 def eval_command(args: argparse.Namespace) -> None:
-    try:
-        tasks = resolve_tasks(list(TASKS) if args.tasks == "all" else args.tasks.split(","))
-        if args.judge == "openai":
-            if not args.judge_model:
-                sys.exit("--judge openai needs --judge-model (e.g. gpt-4o, or the name a local server serves)")
-            judge = OpenAIJudge(args.judge_model, args.judge_base_url, api_key_env=args.api_key_env)
-            tasks = [llava_bench_task(judge) if t.name == "llava_bench" else t for t in tasks]
-    except ValueError as err:   # unknown task, missing API key
-        sys.exit(str(err))
     if (args.checkpoint is None) == (args.assistant is None):
-        sys.exit("give the assistant once: `minillava eval FOLDER` or `minillava eval --assistant FOLDER` "
-                 f"(or a fake: {', '.join(FAKE_ASSISTANTS)})")
+        _fail("give the assistant once: `minillava eval FOLDER` or `minillava eval --assistant FOLDER` "
+              f"(or a fake: {', '.join(FAKE_ASSISTANTS)})")
+    if (args.task is None) != (args.data is None):
+        _fail("a benchmark needs both --task and --data, e.g. --task pope --data coco_pope_random.json "
+              "--image-folder val2014 (without them: the toy tasks of --tasks)")
+    if args.limit is not None and args.limit < 1:
+        _fail(f"--limit must be at least 1, got {args.limit}")
+    file_options = [f"--{name.replace('_', '-')}" for name in ("image_folder", "annotations", "answers", "context",
+                                                                "limit") if getattr(args, name) is not None]
+    if args.task is None and file_options:
+        _fail(f"{', '.join(file_options)} belong to a benchmark's files: add --task and --data")
+    try:
+        judge = _judge(args)
+        if args.task is not None:
+            if args.tasks != "all":
+                _fail("--tasks picks toy tasks; with --task and --data give only the benchmark")
+            tasks = benchmark_tasks(args.task, args.data, image_folder=args.image_folder, annotations=args.annotations,
+                                    answers=args.answers, context=args.context, judge=judge, limit=args.limit)
+        else:
+            tasks = resolve_tasks(list(TASKS) if args.tasks == "all" else args.tasks.split(","))
+            if judge is not None:
+                tasks = [llava_bench_task(judge) if t.name == "llava_bench" else t for t in tasks]
+    except ValueError as err:   # unknown task, missing API key, a benchmark file that cannot be used
+        _fail(str(err))
     assistant = _assistant(args.checkpoint or args.assistant, eval_seeds(args.n, args.seed))
-    report = run_suite(assistant, tasks, args.n, args.seed, batch_size=args.batch_size, progress=True)
+    if args.task is not None:
+        try:
+            report = run_benchmark(assistant, tasks, args.task, args.data, batch_size=args.batch_size, progress=True)
+        except BenchmarkError as err:   # an image that cannot be read, found when it is shown
+            _fail(str(err))
+    else:
+        report = run_suite(assistant, tasks, args.n, args.seed, batch_size=args.batch_size, progress=True)
     print(report.to_markdown())
     if args.out:
         paths = report.save(args.out)
@@ -235,12 +300,25 @@ def eval_command(args: argparse.Namespace) -> None:
 
 def add_parser(sub) -> None:
     """Register `minillava eval` on the main parser's subcommands."""
-    p = sub.add_parser("eval", help="evaluate an assistant on held-out toy scenes: table, JSON, chart")
+    p = sub.add_parser("eval", help="evaluate an assistant on held-out toy scenes or a real benchmark's files: "
+                       "table, JSON, chart")
     what = f"{', '.join(FAKE_ASSISTANTS)} (fakes), or a folder saved by minillava.chat.save_assistant"
     p.add_argument("checkpoint", nargs="?", help=what)
     p.add_argument("--assistant", help=f"the same, as an option: {what}")
     p.add_argument("--tasks", default="all",
                    help=f"comma-separated tasks or groups: {', '.join([*TASKS, *GROUPS])} (default: all)")
+    p.add_argument("--task", choices=BENCHMARKS, help="a real benchmark, read from --data in its published "
+                   "format (POPE question files, VQAv2 JSON, LLaVA-Bench JSONL, MMBench TSV)")
+    p.add_argument("--data", help="the benchmark's question file (POPE: a coco_pope_*.json or their folder; "
+                   "LLaVA-Bench: questions.jsonl or its folder)")
+    p.add_argument("--image-folder", help="the folder of the images the question file names (not for MMBench)")
+    p.add_argument("--annotations", help="VQAv2's annotations JSON (default: v2_mscoco_<split>_annotations.json "
+                   "next to --data)")
+    p.add_argument("--answers", help="LLaVA-Bench's reference answers (default: answers_gpt4.jsonl next to --data)")
+    p.add_argument("--context", help="LLaVA-Bench's image descriptions for the judge (default: context.jsonl "
+                   "next to --data)")
+    p.add_argument("--limit", type=int, help="only the first N questions of --data: a smoke test, not the "
+                   "benchmark's number")
     p.add_argument("--n", type=int, default=20, help="held-out scenes per task (default 20)")
     p.add_argument("--seed", type=int, default=0, help="which held-out scenes (default 0)")
     p.add_argument("--out", help="folder for results.json, samples.jsonl, report.md and metrics.png")

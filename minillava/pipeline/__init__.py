@@ -3,13 +3,14 @@
     minillava pipeline                           # the embedded default: toy world, toy backbones, rule teacher
     minillava pipeline --config run.yaml --device cuda
     minillava pipeline --vision openai/clip-vit-large-patch14-336 --language lmsys/vicuna-7b-v1.5 \\
-        --stage1-data blip_laion_cc_sbu_558k.json --data llava_v1_5_mix665k.json --image-folder data/
+        --stage1-data LLaVA-Pretrain/blip_laion_cc_sbu_558k.json --stage1-image-folder LLaVA-Pretrain/images \\
+        --data playground/data/llava_v1_5_mix665k.json --image-folder playground/data --num-workers 4
 
 Five steps, each writing into the output folder (``--out``):
 
 | step | what | writes |
 |---|---|---|
-| data    | toy scenes -> stage-1 captions and the stage-2 mixture, or LLaVA JSON files | data/ |
+| data    | toy scenes -> stage-1 captions and the stage-2 mixture, or data sources, read lazily | data/ |
 | stage 1 | plain template, trains the projector only (feature alignment) | stage1/ |
 | stage 2 | chat template, trains projector + language model (instruction tuning) | stage2/ |
 | save    | the assistant: weights, tokenizer, image processor and template | assistant/ |

@@ -24,6 +24,9 @@ import yaml
 
 from minillava.conversation import TEMPLATES
 from minillava.data.prompts import KINDS
+from minillava.data.sources import DataError, source_kind
+from minillava.distributed import MODES
+from minillava.errors import UserError
 
 # The stage-2 sources of the toy mixture: the rule teacher's three kinds of LLaVA-Instruct
 # data, then the toy counterparts of LLaVA-1.5's academic and text-only sources.
@@ -31,7 +34,7 @@ TOY_SOURCES = (*KINDS, "vqa", "choice", "text")
 TOY_MIXTURE = {"conversation": 3, "detail": 1, "complex": 1, "vqa": 3, "choice": 1, "text": 1}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or option that cannot be used; the message names the problem and the fix."""
 
 
@@ -49,7 +52,7 @@ def mixture_weights(weights: dict) -> dict:
     return merged
 
 
-RULES = ("at_least", "positive", "choices", "or_file", "check")
+RULES = ("at_least", "positive", "choices", "or_source", "check")
 
 
 def option(default, help: str, **rules):
@@ -58,7 +61,8 @@ def option(default, help: str, **rules):
         at_least=N      a number, N or more
         positive=True   a number above 0
         choices=NAMES   one of these names ...
-        or_file=WHAT    ... or the path of an existing file of this kind
+        or_source=True  ... or a data source: a LLaVA JSON/JSONL file, a parquet file, a `datasets`
+                        folder or a hub id (minillava.data.sources)
         check=FN        FN(value) returns the value to use or raises ConfigError (the one
                         option whose value has parts of its own: the mixture)
     """
@@ -87,13 +91,13 @@ class PipelineConfig:
     template: str = option("vicuna_v1", "stage-2 chat template (the one the language model was tuned with)",
                            choices=TEMPLATES)
     # data
-    data: str = option("toy", "stage-2 data: 'toy' (generated) or a LLaVA JSON/JSONL file",
-                       choices=("toy",), or_file="a LLaVA JSON/JSONL file")
-    stage1_data: str = option("toy", "stage-1 data: 'toy' (captions of the toy scenes) or a LLaVA JSON/JSONL file",
-                              choices=("toy",), or_file="a LLaVA JSON/JSONL file")
+    data: str = option("toy", "stage-2 data: 'toy' (generated), a LLaVA JSON/JSONL file, a parquet file, a `datasets` "
+                              "folder or a hub id", choices=("toy",), or_source=True)
+    stage1_data: str = option("toy", "stage-1 data: 'toy' (captions of the toy scenes), or a data source as --data",
+                              choices=("toy",), or_source=True)
     image_folder: str | None = option(None, "where the image paths of --data are resolved")
     stage1_image_folder: str | None = option(None, "where the image paths of --stage1-data are resolved "
-                                                   "(LLaVA keeps LLaVA-Pretrain/images apart)")
+                                                   "(LLaVA keeps LLaVA-Pretrain/images apart); None: --image-folder")
     scenes: int = option(3000, "toy training scenes (seeds 0..scenes-1): images, captions, instructions",
                          at_least=1)
     mixture: dict[str, float] = option(TOY_MIXTURE, "stage-2 source weights of the toy mixture, e.g. vqa=3,text=0 "
@@ -116,15 +120,18 @@ class PipelineConfig:
     stage2_steps: int = option(500, "stage-2 optimizer steps", at_least=1)
     stage2_batch: int = option(16, "stage-2 micro-batch size", at_least=1)
     stage2_lr: float = option(3e-4, "stage-2 peak learning rate (LLaVA: 2e-5 for 7B models)", positive=True)
+    stage2_projector_lr: float | None = option(None, "stage-2 peak learning rate of the projector; None: --stage2-lr, "
+                                                     "or with --lora 2e-5 (LLaVA's LoRA recipe; its adapters: 2e-4)", positive=True)
     grad_accum: int = option(1, "micro-batches per optimizer step, both stages", at_least=1)
     gradient_checkpointing: bool = option(False, "recompute LM activations in backward (real backbones on a GPU)")
     # precision and scale (real backbones on GPUs)
     precision: str = option("auto", "auto: bf16 autocast where the GPU supports it, fp16 autocast with loss "
                                     "scaling where it does not, fp32 on a CPU; or fp32, bf16, fp16",
                             choices=("auto", "fp32", "bf16", "fp16"))
-    distributed: str = option("ddp", "under torchrun: ddp (a copy of the model per process) or fsdp (weights, "
-                                     "gradients and optimizer state sharded across processes)",
-                              choices=("ddp", "fsdp"))
+    distributed: str = option("ddp", "under torchrun: ddp (a copy of the model per process) or fsdp (stage 2's "
+                                     "weights, gradients and optimizer state sharded across processes; stage 1, "
+                                     "the projector alone, stays under ddp)",
+                              choices=MODES)
     # LoRA for stage 2 (LLaVA's LoRA recipe: r 128, alpha 256, projector lr 2e-5)
     lora: bool = option(False, "stage 2 trains low-rank adapters on the language model instead of all its weights")
     qlora: bool = option(False, "LoRA on a 4-bit quantised language model (bitsandbytes, CUDA only)")
@@ -182,11 +189,12 @@ def check_option(name: str, value):
     if rules.get("positive") and not value > 0:   # `not >`: NaN is refused too
         raise ConfigError(f"option {name!r} must be positive, got {value}")
     if "choices" in rules and value not in rules["choices"]:
-        if "or_file" not in rules:
+        if "or_source" not in rules:
             raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(rules['choices'])}")
-        if not Path(value).is_file():
-            raise ConfigError(f"{name}: no file at {value}; give {rules['or_file']}, or "
-                              f"{' or '.join(map(repr, rules['choices']))}")
+        try:
+            source_kind(value)   # names the source's kind from its path alone: nothing is read yet
+        except DataError as err:
+            raise ConfigError(f"{name}: {err}, or {' or '.join(map(repr, rules['choices']))}") from None
     return value
 
 
