@@ -62,17 +62,17 @@ LANGUAGE = {   # the shapes of the published configs
                                                        num_hidden_layers=28, num_attention_heads=12,
                                                        num_key_value_heads=2, tie_word_embeddings=True)),
 }
-TINY_LANGUAGE = {
-    "llama-7b": (LlamaForCausalLM, LlamaConfig, dict(vocab_size=512, hidden_size=64, intermediate_size=172,
-                                                     num_hidden_layers=2, num_attention_heads=4,
-                                                     num_key_value_heads=4)),
-    "qwen2-0.5b": (Qwen2ForCausalLM, Qwen2Config, dict(vocab_size=1500, hidden_size=56, intermediate_size=304,
-                                                       num_hidden_layers=2, num_attention_heads=7,
-                                                       num_key_value_heads=1, tie_word_embeddings=True)),
-    "qwen2-1.5b": (Qwen2ForCausalLM, Qwen2Config, dict(vocab_size=1500, hidden_size=96, intermediate_size=560,
-                                                       num_hidden_layers=2, num_attention_heads=6,
-                                                       num_key_value_heads=1, tie_word_embeddings=True)),
+# The same architectures at toy sizes (--tiny: the code path on a CPU, in seconds).
+TINY_SHAPES = {
+    "llama-7b": dict(vocab_size=512, hidden_size=64, intermediate_size=172, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=4),
+    "qwen2-0.5b": dict(vocab_size=1500, hidden_size=56, intermediate_size=304, num_hidden_layers=2,
+                       num_attention_heads=7, num_key_value_heads=1),
+    "qwen2-1.5b": dict(vocab_size=1500, hidden_size=96, intermediate_size=560, num_hidden_layers=2,
+                       num_attention_heads=6, num_key_value_heads=1),
 }
+TINY_LANGUAGE = {name: (model, config, {**shape, **TINY_SHAPES[name]})
+                 for name, (model, config, shape) in LANGUAGE.items()}
 CONFIGS = {"7b-lora": ("llama-7b", "lora"), "7b-qlora": ("llama-7b", "qlora"),
            "0.5b-full": ("qwen2-0.5b", "full"), "1.5b-full": ("qwen2-1.5b", "full")}
 BATCHES, TINY_BATCHES = (1, 4, 16), (1, 2)

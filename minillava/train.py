@@ -46,8 +46,10 @@ from tqdm.auto import tqdm
 
 from minillava.checkpoint import PROJECTOR_FILE, check_finite, save_model, save_projector
 from minillava.data.batching import batch_schedule, collate
+from minillava.data.dataset import TooManySkipped
 from minillava.distributed import drop_unused_gradients, full_state_dict, gradient_sync, no_gradient, stand_in, wrap
 from minillava.lora import has_adapters, is_adapter, merge_adapters
+from minillava.errors import UserError
 from minillava.loss import DivergenceError
 from minillava.model import MiniLlava
 from minillava.precision import (INIT_LOSS_SCALE, MAX_SKIPPED_IN_A_ROW, TRY_INSTEAD, autocast_dtype, master_weights,
@@ -222,14 +224,28 @@ def _loader(dataset, micro: list[list[int]], rank: int, world: int, pad_token_id
         generator=torch.Generator())   # its own: seeding workers leaves the global RNG (dropout, resume) alone
 
 
-def _count_skipped(dataset, batch: dict) -> None:
-    """Pass the micro-batch's bad records (``collate`` sets them aside) to the dataset's report, which
-    stops the run once too many were skipped."""
+def _count_skipped(dataset, batch: dict) -> int:
+    """Pass the micro-batch's bad records (``collate`` sets them aside) to the dataset's report;
+    return how many there were."""
     skipped = batch.pop("skipped", [])
     report = getattr(dataset, "report", None)
     if hasattr(report, "record_batch"):
         report.record_batch(kept=len(batch["input_ids"]) if "input_ids" in batch else 0, skipped=skipped)
-        report.check()
+    return len(skipped)
+
+
+def _too_many_skipped(dataset) -> Exception | None:
+    """The error the dataset's report raises once too many records were skipped, or None.
+
+    Returned, not raised: under torchrun every process must learn of it in the same step (one
+    process stopping alone would leave the others waiting for it for ever)."""
+    report = getattr(dataset, "report", None)
+    try:
+        if hasattr(report, "record_batch"):
+            report.check()
+    except TooManySkipped as err:
+        return err
+    return None
 
 
 def _stop_if_diverged(stage: Stage, step: int, loss: float, grad_norm: float, bad_gradient: bool) -> None:
@@ -307,10 +323,10 @@ def train(
         for step in range(start, end):
             _set_modes(model, stage.trainable, stage.gradient_checkpointing)
             set_lr(opt, stage.lr, step, total, stage.warmup_ratio)
-            loss_sum, n_tokens, n_positions = torch.zeros((), device=device), 0, 0
+            loss_sum, n_tokens, n_positions, n_bad = torch.zeros((), device=device), 0, 0, 0
             for k in range(stage.grad_accum):
                 batch = next(batches)
-                _count_skipped(dataset, batch)
+                n_bad += _count_skipped(dataset, batch)
                 idle = distributed and "input_ids" not in batch   # nothing here, but the others compute:
                 if idle:   # run a stand-in weighted 0, so that every process meets the same collectives
                     batch = stand_in(dataset, has_image, pad_token_id)
@@ -329,14 +345,25 @@ def train(
                     scaler.scale(loss).backward()
                 loss_sum += loss.detach()
                 n_tokens += n
+            stop = _too_many_skipped(dataset)
             if distributed:
-                totals = torch.tensor([loss_sum.item(), n_tokens, n_positions], dtype=torch.float64, device=device)
+                totals = torch.tensor([loss_sum.item(), n_tokens, n_positions, n_bad, stop is not None],
+                                      dtype=torch.float64, device=device)
                 dist.all_reduce(totals)
-                loss_sum, n_tokens, n_positions = totals[0], int(totals[1]), int(totals[2])
+                loss_sum, n_tokens, n_positions, n_bad = totals[0], int(totals[1]), int(totals[2]), int(totals[3])
+                stop = stop or (TooManySkipped("another process stopped the run: more of its records were skipped "
+                                               "than --max-skip-ratio allows (its message names them)")
+                                if totals[4] else None)
                 drop_unused_gradients(params)   # FSDP: as in one process, no gradient where no process had one
+            if stop is not None:
+                raise stop
+            if n_tokens == 0 and n_bad:   # every sample of the step was a bad record (counted): no update
+                opt.zero_grad(set_to_none=True)
+                bar.update(1)
+                continue
             if n_tokens == 0:
-                raise ValueError(f"step {step + 1}: no supervised tokens in any of its samples, so there is nothing to "
-                                 "learn; check the label mask built by the conversation template")
+                raise UserError(f"{stage.name} step {step + 1}: no supervised tokens in any of its samples, so there "
+                                "is nothing to learn; check the label mask built by the conversation template")
             scaler.unscale_(opt)   # fp16: gradients back at their true scale, before they are clipped
             # DDP averaged the gradient sums over `world` processes: undo that, divide by all tokens.
             for p in params:

@@ -72,8 +72,8 @@ def test_single_pieces_switch_on_their_own(tmp_path):
 
 @pytest.mark.parametrize("environ, words", [
     ({"MINILLAVA_BACKBONES": "gpu"}, ["MINILLAVA_BACKBONES='gpu'", "toy or real"]),
-    ({"MINILLAVA_DATA": "/nowhere/mix.json"}, ["MINILLAVA_DATA", "no such file", "unset it"]),
-    ({"MINILLAVA_STAGE1_DATA": "/nowhere/558k.json"}, ["MINILLAVA_STAGE1_DATA", "no such file"]),
+    ({"MINILLAVA_DATA": "/nowhere/mix.json"}, ["MINILLAVA_DATA", "no file at", "unset it"]),
+    ({"MINILLAVA_STAGE1_DATA": "/nowhere/558k.json"}, ["MINILLAVA_STAGE1_DATA", "no file at"]),
 ])
 def test_a_bad_switch_says_what_and_how_to_fix_it(environ, words):
     with pytest.raises(ValueError) as err:

@@ -32,6 +32,8 @@ from minillava import distributed
 from minillava.backbones.zoo import tiny_random_model
 from minillava.chat import load_assistant
 from minillava.cli import main
+from minillava.data.batching import batch_schedule
+from minillava.data.dataset import ReadReport, TooManySkipped
 from minillava.pipeline import EVAL_TASKS
 from minillava.train import STAGE1, STAGE2, train
 from test_pipeline import TINY, flags
@@ -264,3 +266,34 @@ def test_torchrun_pipeline_is_one_run_writing_one_folder(tmp_path, mode, one_pro
     assert (out / "report.md").is_file()
     if mode == "ddp":
         assert set(json.loads((out / "eval" / "results.json").read_text())["results"]) == set(EVAL_TASKS)
+
+
+class Checked(list):
+    """Samples with a report that allows no skipped record (max ratio 0)."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.report = ReadReport(max_ratio=0.0, source="stage 2")
+
+
+def too_many_skipped_on_one_rank(batch_size: int, mode: str, folder: Path):
+    """Process 1's share of the first micro-batch is bad records: process 1 must stop, and process 0 with it."""
+    first = batch_schedule(len(DATA), batch_size * 2, seed=0, epoch=0)[0]
+    data = Checked([{"skip": "missing image file", "id": f"bad{i}"} if i in first[1::2] else s
+                    for i, s in enumerate(DATA)])
+    stage = dataclasses.replace(STAGE, grad_accum=1, max_steps=2, batch_size=batch_size, group_by_length=False,
+                                distributed=mode)
+    try:
+        train(tiny_random_model(), stage, data, folder / stage.name, progress=False)
+    except TooManySkipped as err:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"stopped-{dist.get_rank()}.txt").write_text(str(err))
+        raise
+
+
+def test_too_many_skipped_records_on_one_process_stop_every_process(tmp_path):
+    with pytest.raises(Exception, match="skipped"):
+        two_processes(too_many_skipped_on_one_rank, "ddp", tmp_path)
+    stopped = {p.name: p.read_text() for p in (tmp_path / "ddp").glob("stopped-*.txt")}
+    assert set(stopped) == {"stopped-0.txt", "stopped-1.txt"}   # neither left waiting for the other
+    assert "missing image file" in stopped["stopped-1.txt"] and "another process" in stopped["stopped-0.txt"]

@@ -430,3 +430,22 @@ def test_skipped_records_are_counted_and_a_micro_batch_of_them_alone_trains_noth
     assert data.report.batches[0] == (0, [("missing image file", f"bad{i}") for i in first])
     assert [kept for kept, _ in data.report.batches[1:]] == [4] * 5 and all(not s for _, s in data.report.batches[1:])
     assert result.metrics[0]["tokens"] < result.metrics[1]["tokens"] and all(m["loss"] == m["loss"] for m in result.metrics)
+
+
+def test_a_step_whose_every_record_was_bad_is_counted_and_skipped_not_an_error(tmp_path):
+    first = batch_schedule(len(DATA), 4, seed=0, epoch=0)[0]   # the run's first step: all bad (grad_accum 1)
+    data = Reported([{"skip": "missing image file", "id": f"bad{i}"} if i in first else s for i, s in enumerate(DATA)])
+    stage = dataclasses.replace(STAGE2, lr=1e-3, batch_size=4, grad_accum=1, max_steps=3, group_by_length=False)
+    model = tiny_random_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(model, stage, data, tmp_path, progress=False, stop_after=1)
+    assert result.metrics == [] and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    result = train(model, stage, data, tmp_path / "whole", progress=False)   # the later steps do train
+    assert [m["step"] for m in result.metrics] == [2, 3]
+
+
+def test_a_step_with_nothing_supervised_and_no_bad_record_is_a_user_error(tmp_path):
+    unsupervised = [{**s, "labels": [IGNORE_INDEX] * len(s["labels"])} for s in DATA]
+    stage = dataclasses.replace(STAGE2, lr=1e-3, batch_size=4, max_steps=1, group_by_length=False)
+    with pytest.raises(UserError, match="no supervised tokens"):
+        train(tiny_random_model(), stage, unsupervised, tmp_path, progress=False)

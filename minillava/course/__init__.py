@@ -19,9 +19,11 @@ models)::
     MINILLAVA_VISION=openai/clip-vit-base-patch32      a zoo name, a local folder or a hub id
     MINILLAVA_LANGUAGE=Qwen/Qwen2.5-0.5B-Instruct      (with MINILLAVA_TEMPLATE=chatml)
     MINILLAVA_TEMPLATE=chatml                          the template the language model was tuned with
-    MINILLAVA_DATA=llava_v1_5_mix665k.json             stage-2 data: a LLaVA JSON/JSONL file
+    MINILLAVA_DATA=llava_v1_5_mix665k.json             stage-2 data: a LLaVA JSON/JSONL file, a parquet
+                                                       file, a `datasets` folder or a hub id
     MINILLAVA_STAGE1_DATA=blip_laion_cc_sbu_558k.json  stage-1 data
-    MINILLAVA_IMAGE_FOLDER=/data/llava/images          where their image paths are resolved
+    MINILLAVA_IMAGE_FOLDER=playground/data             where stage 2's image paths are resolved
+    MINILLAVA_STAGE1_IMAGE_FOLDER=LLaVA-Pretrain/images  stage 1's (default: MINILLAVA_IMAGE_FOLDER)
 
 Without data files the real backbones train and are evaluated on the toy scenes, which
 needs nothing but the weights. The chapters' stored outputs are those of toy mode; in real

@@ -1,7 +1,7 @@
 """The switch: what the chapters run on, toy or real backbones, read from the environment.
 
 ``settings()`` reads MINILLAVA_BACKBONES (toy or real) and the variables that swap single
-pieces (MINILLAVA_VISION, _LANGUAGE, _TEMPLATE, _DATA, _STAGE1_DATA, _IMAGE_FOLDER); the
+pieces (MINILLAVA_VISION, _LANGUAGE, _TEMPLATE, _DATA, _STAGE1_DATA, _IMAGE_FOLDER, _STAGE1_IMAGE_FOLDER); the
 package docstring (``help(minillava.course)``) explains each. The backbones' zoo imports
 transformers (seconds), so it is imported only when a chapter loads a model, not with
 ``from minillava import course``.
@@ -9,8 +9,8 @@ transformers (seconds), so it is imported only when a chapter loads a model, not
 
 import dataclasses
 import os
-from pathlib import Path
 
+from minillava.data.sources import DataError, source_kind
 from minillava.pipeline import PipelineConfig
 
 # The embedded default: PipelineConfig's toy backbones and template (toy-vision, toy-lm, vicuna_v1).
@@ -29,9 +29,10 @@ class CourseSettings:
     vision: str               # zoo name, local folder or Hugging Face id
     language: str
     template: str             # the chat template the language model was tuned with
-    data: str = "toy"         # stage-2 data: "toy" or a LLaVA JSON/JSONL file
+    data: str = "toy"         # stage-2 data: "toy" or a data source (data.sources: JSON/JSONL, parquet, ...)
     stage1_data: str = "toy"
     image_folder: str | None = None
+    stage1_image_folder: str | None = None   # None: image_folder (LLaVA keeps LLaVA-Pretrain/images apart)
 
     @property
     def toy(self) -> bool:
@@ -54,7 +55,8 @@ class CourseSettings:
         the language model recomputes activations in backward to fit a GPU.
         """
         backbones = dict(vision=self.vision, language=self.language, template=self.template, data=self.data,
-                         stage1_data=self.stage1_data, image_folder=self.image_folder)
+                         stage1_data=self.stage1_data, image_folder=self.image_folder,
+                         stage1_image_folder=self.stage1_image_folder)
         if not self.toy:
             backbones.update(stage2_lr=REAL_STAGE2_LR, gradient_checkpointing=True, threads=0)
         return PipelineConfig(**{**backbones, **options})
@@ -74,13 +76,16 @@ def settings(environ: dict | None = None) -> CourseSettings:
         raise ValueError(f"MINILLAVA_BACKBONES={env['MINILLAVA_BACKBONES']!r} is not a mode; use "
                          f"{' or '.join(BACKBONE_MODES)} (or unset it for the toy default)")
     preset = BACKBONE_MODES[mode]
-    data = {key: env.get(f"MINILLAVA_{key.upper()}") for key in ("data", "stage1_data", "image_folder")}
+    data = {key: env.get(f"MINILLAVA_{key.upper()}")
+            for key in ("data", "stage1_data", "image_folder", "stage1_image_folder")}
     for key in ("data", "stage1_data"):
-        if data[key] and not Path(data[key]).is_file():
-            raise ValueError(f"MINILLAVA_{key.upper()}={data[key]!r}: no such file; point it at a LLaVA "
-                             "JSON/JSONL file, or unset it to train on toy scenes")
+        if data[key]:
+            try:
+                source_kind(data[key])
+            except DataError as err:
+                raise ValueError(f"MINILLAVA_{key.upper()}: {err} (or unset it to train on toy scenes)") from None
     return CourseSettings(mode=mode, vision=env.get("MINILLAVA_VISION") or preset["vision"],
                           language=env.get("MINILLAVA_LANGUAGE") or preset["language"],
                           template=env.get("MINILLAVA_TEMPLATE") or preset["template"],
                           data=data["data"] or "toy", stage1_data=data["stage1_data"] or "toy",
-                          image_folder=data["image_folder"])
+                          image_folder=data["image_folder"], stage1_image_folder=data["stage1_image_folder"])
