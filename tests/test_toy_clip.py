@@ -62,3 +62,31 @@ def test_altered_caption_changes_one_object():
         assert caption != original
         assert len(caption.split()) - len(original.split()) in (-1, 0, 1)   # "an orange" vs "a red"
     assert seen_none
+
+
+def test_train_clip_takes_a_clip_vit_tower(tmp_path):
+    """Issue 19's optional hook: a CLIPVisionConfig trains transformers' CLIP ViT in the same loop,
+    its CLS pooled, its patch tokens read out; it saves and loads like the RegNet."""
+    import dataclasses
+
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from minillava.backbones import zoo
+    from minillava.backbones.recipe import QUICK
+    from minillava.vision import VisionTower
+
+    torch.set_num_threads(1)
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    config = CLIPVisionConfig(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=1, num_attention_heads=2)
+    clip, losses = toy_clip.train_clip(tokenizer, dataclasses.replace(QUICK, clip_steps=3, clip_batch=8),
+                                       log=lambda _: None, vision=config)
+    assert isinstance(clip.vision, CLIPVisionModel) and len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    embeds, labels = clip.image_embeds_and_labels(toy_clip.scene_pixels([make_scene(s) for s in range(2)]))
+    assert embeds.shape == (2, 64) and labels.shape == (2, len(CATEGORIES) + MAX_OBJECTS)
+    clip.save(tmp_path)
+    again = toy_clip.ToyCLIP.load(tmp_path)
+    pixels = toy_clip.scene_pixels([make_scene(3)])
+    with torch.no_grad():
+        assert torch.allclose(again.image_embeds(pixels), clip.image_embeds(pixels), atol=1e-5)
+        assert VisionTower(again.vision, feature_layer=-1)(pixels).shape == (1, 16, 32)   # CLS dropped

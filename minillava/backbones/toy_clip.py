@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, CLIPTextConfig, CLIPTextModel, RegNetConfig, RegNetModel
+from transformers import AutoModel, CLIPTextConfig, CLIPTextModel, PretrainedConfig, RegNetConfig, RegNetModel
 
 from minillava.backbones.recipe import IMAGE_SIZE, MAX_OBJECTS, WARMUP_RATIO, Recipe, log_progress
 from minillava.image import CLIP_MEAN, CLIP_STD, normalize
@@ -57,7 +57,8 @@ class ToyCLIP(nn.Module):
     def __init__(self, vision: nn.Module, text: CLIPTextModel, dim: int = 64):
         super().__init__()
         self.vision, self.text = vision, text
-        width = vision.config.hidden_sizes[-1]
+        # A conv tower lists its stages' widths; a ViT (CLIPVisionModel) has one hidden_size.
+        width = getattr(vision.config, "hidden_sizes", [getattr(vision.config, "hidden_size", None)])[-1]
         self.visual_projection = nn.Linear(width, dim, bias=False)
         self.text_projection = nn.Linear(text.config.hidden_size, dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))   # CLIP's initial temperature
@@ -74,8 +75,11 @@ class ToyCLIP(nn.Module):
     def image_embeds_and_labels(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> (B, dim) unit vectors and (B, 30 + 4) label logits (presence, count)."""
         out = self.vision(pixel_values)
-        pooled = out.pooler_output.flatten(1)   # a conv tower pools to (B, C, 1, 1)
-        tokens = out.last_hidden_state.flatten(2).transpose(1, 2)   # (B, C, h, w) -> (B, h * w, C)
+        pooled = out.pooler_output.flatten(1)   # a conv tower pools to (B, C, 1, 1); a ViT's is its CLS
+        if out.last_hidden_state.dim() == 4:
+            tokens = out.last_hidden_state.flatten(2).transpose(1, 2)   # (B, C, h, w) -> (B, h * w, C)
+        else:
+            tokens = out.last_hidden_state[:, 1:]   # a ViT: (B, 1 + h * w, C), CLS first
         labels = torch.cat([self.presence_head(tokens).amax(1), self.count_head(pooled)], dim=-1)
         return F.normalize(self.visual_projection(pooled), dim=-1), labels
 
@@ -189,15 +193,19 @@ def embed_captions(model: ToyCLIP, tokenizer, captions: list[str], chunk: int = 
     return embeds[torch.argsort(torch.tensor(order))]
 
 
-def train_clip(tokenizer, recipe: Recipe, log=print) -> tuple[ToyCLIP, list[float]]:
+def train_clip(tokenizer, recipe: Recipe, log=print,
+               vision: PretrainedConfig | None = None) -> tuple[ToyCLIP, list[float]]:
     """Contrastive pretraining on fresh scenes every step; returns the model and its losses.
 
     Step s sees training scenes [s * B, (s + 1) * B). Each image is matched with
     ``recipe.clip_captions`` of its five captions in turn (the vision tower, the costly
     half, runs once for all of them), against hard negative captions of the batch.
+    vision: the tower's config, default ``vision_config()`` (the RegNet); a
+    ``CLIPVisionConfig`` trains transformers' CLIP ViT instead (issue 19, benchmarks/vit_tower.py).
     """
     torch.manual_seed(recipe.seed)
-    model = ToyCLIP(RegNetModel(vision_config()), CLIPTextModel(text_config(tokenizer)))
+    tower = RegNetModel(vision_config()) if vision is None else AutoModel.from_config(vision)
+    model = ToyCLIP(tower, CLIPTextModel(text_config(tokenizer)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.clip_lr, weight_decay=0.01)
     rng = random.Random(f"clip-{recipe.seed}")
     losses, B, K = [], recipe.clip_batch, recipe.clip_captions

@@ -1,0 +1,44 @@
+"""benchmarks/lm_layouts.py (issue 19): its layouts write every fact of the scene, its default is the
+shipped layout byte for byte, and its teacher-forced score is what greedy decoding would score."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import lm_layouts  # noqa: E402
+
+from minillava.data import rules  # noqa: E402
+from minillava.toyworld import make_scene  # noqa: E402
+
+
+def test_default_layout_is_the_shipped_one_and_others_keep_every_fact():
+    for seed in range(30):
+        ann = make_scene(seed).annotation()
+        assert lm_layouts.LAYOUTS["default"](ann) == rules.scene_text(ann)
+        for name in ("after", "lines"):
+            text = lm_layouts.LAYOUTS[name](ann)
+            for o in ann["objects"]:
+                assert f" {o['color']} {o['shape']}" in text
+                assert f": {o['size']}," in text
+        text = lm_layouts.LAYOUTS["shape_first"](ann)
+        for o in ann["objects"]:
+            assert f" {o['shape']}" in text and f": {o['color']}, {o['size']}," in text
+
+
+def test_teacher_forced_score_matches_greedy_decoding():
+    from transformers import LlamaForCausalLM
+
+    from minillava.backbones import toy_lm, zoo
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    lm = zoo.load("toy-lm")
+    items = lm_layouts.eval_items("default", 6, tokenizer)
+    scored = lm_layouts.score(lm, items, tokenizer.pad_token_id)
+    assert scored["questions"] == len(items) and isinstance(lm, LlamaForCausalLM)
+    # the same questions (eval_items' own rng) decoded greedily give the same count of right answers
+    rng = lm_layouts.random.Random("lm-layouts-eval")
+    pairs = [(rules.scene_text(s.annotation()) + "\n" + q, a)
+             for s in lm_layouts.held_out_scenes(6, offset=300_000)
+             for q, a in rules.short_answer_qa(s.annotation(), rng, 8)]
+    greedy = toy_lm.answer(lm, tokenizer, [q for q, _ in pairs], max_new_tokens=8)
+    right = sum(g == a for g, (_, a) in zip(greedy, pairs))
+    assert round(scored["accuracy"] * scored["questions"]) == right
