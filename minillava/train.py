@@ -48,8 +48,8 @@ from minillava.checkpoint import PROJECTOR_FILE, check_finite, save_model, save_
 from minillava.data.batching import batch_schedule, collate
 from minillava.data.dataset import TooManySkipped
 from minillava.distributed import drop_unused_gradients, full_state_dict, gradient_sync, no_gradient, stand_in, wrap
-from minillava.lora import has_adapters, is_adapter, merge_adapters
 from minillava.errors import UserError
+from minillava.lora import has_adapters, is_adapter, merge_adapters
 from minillava.loss import DivergenceError
 from minillava.model import MiniLlava
 from minillava.precision import (INIT_LOSS_SCALE, MAX_SKIPPED_IN_A_ROW, TRY_INSTEAD, autocast_dtype, master_weights,

@@ -52,8 +52,7 @@ def report_markdown(config, device, table, data, stages, results, metrics, secon
     lines += [f"| whole run | seconds | {seconds['total']:.0f} | <= {TIME_TARGET_S} | {'yes' if within else 'NO'} |",
               "", "Targets are those of the embedded default on a 2-core CPU. CHAIR counts only shapes the "
               f"descriptions mention ({metrics['chair']['n_mentions']} mentions here): a description that names "
-              "none cannot hallucinate one.", "", eval_markdown, "", "## Time", "", "| step | seconds |", "|---|---:|"]
-    lines += [f"| {step} | {s:.1f} |" for step, s in seconds.items()]
+              "none cannot hallucinate one.", "", eval_markdown, "", *_time_table(seconds)]
     lines += ["", f"Chat with it: `minillava.chat.load_assistant('{config.out}/assistant').ask(image, question)`; "
                   f"evaluate it again: `minillava eval --assistant {config.out}/assistant "
                   f"--tasks {','.join(EVAL_TASKS)} --n {config.eval_scenes}`."]
@@ -67,5 +66,9 @@ def _not_evaluated(config, seconds) -> list[str]:
             "checked here. Evaluate the assistant on held-out toy scenes with "
             f"`minillava eval {assistant} --tasks {','.join(EVAL_TASKS)}`, or on a real benchmark's files with "
             f"`minillava eval {assistant} --task pope --data coco_pope_random.json --image-folder val2014`.", "",
-            "## Time", "", "| step | seconds |", "|---|---:|", *(f"| {step} | {s:.1f} |" for step, s in seconds.items()),
-            "", f"whole run: {seconds['total']:.0f} s."]
+            *_time_table(seconds), "", f"whole run: {seconds['total']:.0f} s."]
+
+
+def _time_table(seconds) -> list[str]:
+    """The report's time section: each step's wall time."""
+    return ["## Time", "", "| step | seconds |", "|---|---:|", *(f"| {step} | {s:.1f} |" for step, s in seconds.items())]
