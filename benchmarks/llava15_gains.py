@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from minillava.backbones import zoo
-from minillava.backbones.recipe import VISION_FEATURE_LAYER
+from minillava.backbones.recipe import feature_layer
 from minillava.chat import Assistant
 from minillava.course.cache import RESULTS_DIR
 from minillava.conversation import IMAGE_MARKER
@@ -113,7 +113,7 @@ def build(arm: Arm, seed: int):
     tower, lm, tokenizer = zoo.load("toy-vision"), zoo.load("toy-lm"), zoo.load_tokenizer("toy-lm")
     tower.config.image_size = arm.size   # a conv tower takes any size: tell it which one each view has
     config = MiniLlavaConfig(image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_MARKER), projector=arm.projector,
-                             vision_feature_layer=VISION_FEATURE_LAYER, pad_token_id=tokenizer.pad_token_id,
+                             vision_feature_layer=feature_layer(tower.config), pad_token_id=tokenizer.pad_token_id,
                              image_mode=arm.mode, image_grid_pinpoints=FINE_PINS if arm.mode == "anyres" else None)
     model = MiniLlava(config, tower, lm)
     processor = ImageProcessor(arm.mode, arm.size, CLIP_MEAN, CLIP_STD,

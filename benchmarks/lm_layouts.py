@@ -37,6 +37,31 @@ core of a 2-core machine shared with another training (about 0.4-0.5 s a step at
     default, 2L x 8H x 128    0.671    0.89    0.93  0.65  0.44  0.55   0.38     0.45    0.285   613
     shape_first, 2L x 4H      0.637    0.78    0.94  0.70  0.38  0.54   0.38     0.48    0.339   562
     default, 3000 steps       0.710    0.97    0.99  0.73  0.44  0.53   0.43     0.40    0.230  1153
+    default, --supervise all  0.601    0.75    0.71  0.66  0.44  0.59   0.32     0.45   (0.257) 1203
+    after,   --supervise all  0.587    0.64    0.73  0.63  0.44  0.75   0.33     0.46   (0.255)  964
+
+    default, 6000 steps       0.922    1.00    0.97  1.00  0.72  1.00   0.88     0.77    0.068  2879
+
+(2026-12-02, second session: the last three rows. The --supervise all rows' loss is over every token, so
+not comparable. The 6,000-step row over 40,000 training scenes, ``--eval-every 1000``.)
+
+THE BINDING IS A MATTER OF THE SCHEDULE'S LENGTH. With 6,000 steps (the learning rate's cosine spread over
+6,000), the same 2-layer, width-128 LM binds: size 0.52 -> 1.00, shape 1.00, position 0.88, overall 0.922
+(1,600 questions, SE ~0.007). The 3,000-step run above decays its rate to zero by step 3,000 and ends at
+0.710; this one, still near its peak rate there, is already at size 0.90 by step 3,000. Its curve on the
+first 400 questions (50 scenes; per-topic SE 0.03-0.08):
+
+    step     colour count position presence relation shape size
+    1000      0.54   0.91   0.28     0.82     0.37    0.74  0.52
+    2000      0.35   0.97   0.58     0.97     0.66    0.88  0.72
+    3000      0.60   0.98   0.62     0.96     0.76    0.95  0.90
+    4000      0.56   1.00   0.68     1.00     0.81    1.00  0.98
+    5000      0.63   0.98   0.88     1.00     0.76    1.00  1.00
+
+Left below target (>= 0.93 every topic): colour 0.72 (its questions include "What colours are the
+diamonds?", answered with every colour in scene order, and the background), relation 0.77 (left/right,
+above/below, yes/no and "which is larger" between two named objects), position 0.88 (with "which object
+is the leftmost"). Those are the questions that need two lookups or a list; the single lookups are solved.
 
 * At 1,500 drill steps (48,000 scenes, 384,000 reading answers) neither layout binds an attribute to its
   object: size is at chance (0.5) and colour-of-a-named-shape at 0.42-0.43 in both, as in the issue's
@@ -62,6 +87,17 @@ core of a 2-core machine shared with another training (about 0.4-0.5 s a step at
 * The written text can decide almost every question (``text_ceiling``): 0.993 of relation questions and
   all of the others; the few left are "above/below" pairs whose centres share a third of the image.
   The >= 0.93 targets are not blocked by the text.
+* Supervising every token of the drill (``--supervise all``: the scene and the questions too, as a base LM's
+  pretraining sees text; the questions repeat the scene's object words, which is the copying induction heads
+  learn from) is worse overall in both layouts (0.601 and 0.587 against 0.674 and 0.656): presence falls to
+  0.64-0.75 and count to 0.71-0.73, the capacity going into predicting the scene. It starts ONE binding, in
+  the "after" layout only: size, written two tokens after its object's name ("red diamond: small"), rises
+  to 0.745 against 0.54 answer-only (192 questions, ~6 standard errors; 0.74 already at step 600 of a 400-
+  question check, ``--eval-every 300``) -- a copy *after* the matched name is learnt, one *before* it
+  (colour, 0.44) is not. Rejected as the recipe (overall worse); kept as the first sign of a binding.
+* Stopped before their score (the cores went to other runs): "after" at lr 2e-3 for 4,000 steps (loss
+  over answers 0.41 at step 1,600, above the 1e-3 arm's 0.30 at 1,500 steps) and "shape_first" with
+  --supervise all (step 300: nothing bound, as every arm at that point).
 * Not measured (no time left on one core): "lines", lr 2e-3, width 256, 3-4 layers on the drill, a
   curriculum from one-object scenes, a run long enough (GPU) to see whether the binding ever starts.
 """
@@ -79,7 +115,8 @@ import torch
 from minillava.backbones import toy_lm, zoo
 from minillava.backbones.gates import held_out_scenes
 from minillava.backbones.recipe import FULL, final_loss
-from minillava.conversation import get_template
+from minillava.conversation import get_template, label_tokens
+from minillava.splicing import IGNORE_INDEX
 from minillava.data import rules
 from minillava.eval.failures import topic
 from minillava.toyworld import TRAIN_SEEDS, Scene, article, make_scene
@@ -128,11 +165,28 @@ def drill(annotation: dict, rng: random.Random, layout: str, n: int = 8) -> list
     return messages
 
 
-def training_samples(layout: str, scenes: int, tokenizer, seed: int = 0) -> list[dict]:
+def training_samples(layout: str, scenes: int, tokenizer, seed: int = 0, supervise: str = "answers") -> list[dict]:
+    """supervise: "answers" (Vicuna's masking, as toy_lm), "all" (every token, as a base LM's pretraining:
+    the questions repeat the scene's object words, so predicting them is the copying that induction heads
+    do) or "questions" (every token after the written scene: that copying, without spending the model on
+    predicting the scene itself, which is random)."""
     rng = random.Random(f"lm-layouts-{seed}")
     template = get_template("vicuna_v1")
-    return [template.tokenize(drill(make_scene(s).annotation(), rng, layout), tokenizer)
-            for s in TRAIN_SEEDS[:scenes]]
+    samples = []
+    for seed in TRAIN_SEEDS[:scenes]:
+        annotation = make_scene(seed).annotation()
+        messages = drill(annotation, rng, layout)
+        sample = template.tokenize(messages, tokenizer)
+        if supervise == "all":
+            sample["labels"] = list(sample["input_ids"])
+        elif supervise == "questions":   # everything after the written scene: questions and answers
+            text = template.render(messages)
+            after_scene = text.index(LAYOUTS[layout](annotation)) + len(LAYOUTS[layout](annotation)) + 1
+            ids, flags = label_tokens(text, [(after_scene, len(text))], tokenizer, bos=template.bos)
+            assert ids == sample["input_ids"]
+            sample["labels"] = [i if f else IGNORE_INDEX for i, f in zip(ids, flags)]
+        samples.append(sample)
+    return samples
 
 
 def eval_items(layout: str, n_scenes: int, tokenizer, per_scene: int = 8):
@@ -181,6 +235,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--eval-every", type=int, default=0, help="also score the first 400 questions every N steps")
+    parser.add_argument("--supervise", choices=("answers", "all", "questions"), default="answers",
+                        help="which tokens the drill trains on (see training_samples)")
     parser.add_argument("--show", action="store_true", help="print one scene in the layout and exit")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -190,7 +247,7 @@ def main(argv=None) -> dict:
         return {}
     start = time.perf_counter()
     tokenizer = zoo.load_tokenizer("toy-lm")
-    samples = training_samples(args.layout, args.scenes, tokenizer)
+    samples = training_samples(args.layout, args.scenes, tokenizer, supervise=args.supervise)
     items = eval_items(args.layout, args.eval_scenes, tokenizer)
     config = toy_lm.lm_config(tokenizer)
     config.num_hidden_layers = args.layers
@@ -199,12 +256,15 @@ def main(argv=None) -> dict:
     config.head_dim = args.width // args.heads
     recipe = dataclasses.replace(FULL, lm_steps=args.steps, lm_batch=args.batch, lm_lr=args.lr)
     prep = time.perf_counter() - start
+    def progress(step, model):
+        print(json.dumps({"step": step, **score(model, items[:400], tokenizer.pad_token_id)["by_topic"]}), flush=True)
+
     lm, losses = toy_lm.train_lm(tokenizer, samples, recipe, log=lambda line: print(line, flush=True),
-                                 config=config)
+                                 config=config, every=(args.eval_every, progress) if args.eval_every else None)
     train_s = time.perf_counter() - start - prep
     result = score(lm, items, tokenizer.pad_token_id)
     record = {"layout": args.layout, "steps": args.steps, "batch": args.batch, "lr": args.lr,
-              "layers": args.layers, "heads": args.heads, "width": args.width,
+              "layers": args.layers, "heads": args.heads, "width": args.width, "supervise": args.supervise,
               "final_loss": round(final_loss(losses), 4), "train_seconds": round(train_s, 1),
               "seconds": round(time.perf_counter() - start, 1), **result}
     print(json.dumps(record), flush=True)

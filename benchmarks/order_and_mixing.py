@@ -51,8 +51,8 @@ WEIGHTS = PipelineConfig().mixture
 class Toy:
     """The backbones, their processor, and the data sets of one experiment."""
 
-    def __init__(self, scenes: int, folder: Path):
-        torch.manual_seed(0)   # the fresh projector
+    def __init__(self, scenes: int, folder: Path, seed: int = 0):
+        torch.manual_seed(seed)   # the fresh projector
         self.model, self.tokenizer = zoo.pretrained_model()
         self.processor = image_processor("toy-vision", self.model.vision_tower.model)
         self.start = copy.deepcopy(self.model.state_dict())

@@ -1,9 +1,9 @@
 """Issue 19 §1: a toy vision tower that is transformers' own CLIP ViT (``CLIPVisionModel``).
 
-Trains a CLIPVisionModel-architecture tower with toy_clip's recipe (its CLIP loss with hard
-negative captions and its auxiliary scene-label read-out, imported, not copied), optionally
-with a per-token auxiliary read-out (each patch token predicts the category and size of the
-object that covers most of it), then measures on held-out scenes:
+Trains a CLIPVisionModel-architecture tower with minillava.backbones.toy_vit (toy_clip's recipe:
+its CLIP loss with hard negative captions and its auxiliary scene-label read-out; optionally a
+per-token read-out, each patch token predicting the category and size of the object that covers
+most of it, and one of the token's own grid cell), then measures on held-out scenes:
 
 * gates.linear_probe (presence per label, count) on the mean+max pooled tokens;
 * colour / size / shape of an object from the ONE token at its centre (a linear probe on
@@ -98,141 +98,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from transformers import CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 
-from minillava.backbones import gates, zoo
-from minillava.backbones.recipe import IMAGE_SIZE, MAX_OBJECTS, WARMUP_RATIO
-from minillava.backbones.toy_clip import (ToyCLIP, _altered_caption, clip_loss, embed_captions, label_loss,
-                                          scene_labels, scene_pixels, text_config)
+from minillava.backbones import gates, toy_vit, zoo
+from minillava.backbones.recipe import IMAGE_SIZE, VIT, Recipe
+from minillava.backbones.toy_clip import scene_pixels
+from minillava.backbones.toy_vit import centre_token
 from minillava.image import CLIP_MEAN, CLIP_STD, normalize
-from minillava.toyworld import (CATEGORIES, COLORS, HELDOUT_SEEDS, SHAPES, SIZES, TRAIN_SEEDS, Obj, Scene,
-                                _place, _sample_categories, make_scene, render)
-from minillava.train import set_lr
+from minillava.toyworld import COLORS, HELDOUT_SEEDS, SHAPES, SIZES, Obj, Scene, _place, _sample_categories, render
 from minillava.vision import VisionTower
 from PIL import Image, ImageDraw
 
 
-def vit_config(patch: int = 8, width: int = 64, depth: int = 4, heads: int = 4, mlp: int = 4) -> CLIPVisionConfig:
-    """CLIP's ViT at toy size: 64 px, patch 8 -> 8 x 8 = 64 tokens (+ CLS), patch 16 -> 16 tokens."""
-    return CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=patch, hidden_size=width,
-                            intermediate_size=mlp * width, num_hidden_layers=depth,
-                            num_attention_heads=heads, num_channels=3)
-
-
-class ViTCLIP(ToyCLIP):
-    """ToyCLIP with a CLIPVisionModel: pooled = CLS after post_layernorm, tokens = patches."""
-
-    def __init__(self, vision: CLIPVisionModel, text: CLIPTextModel, dim: int = 64):
-        nn.Module.__init__(self)
-        tokens = (vision.config.image_size // vision.config.patch_size) ** 2
-        self.vision, self.text = vision, text
-        width = vision.config.hidden_size
-        self.visual_projection = nn.Linear(width, dim, bias=False)
-        self.text_projection = nn.Linear(text.config.hidden_size, dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
-        self.presence_head = nn.Linear(width, len(CATEGORIES))
-        self.count_head = nn.Linear(width, MAX_OBJECTS)
-        # per-token read-out: category covering the patch (30 + none), its size (none, small, large)
-        self.token_head = nn.Linear(width, len(CATEGORIES) + 1 + 3 + len(COLORS) + 1)
-        self.cell_head = nn.Linear(width, tokens)   # which grid cell is this token (--pos-weight)
-
-    def forward_all(self, pixel_values):
-        out = self.vision(pixel_values)
-        pooled, tokens = out.pooler_output, out.last_hidden_state[:, 1:]
-        labels = torch.cat([self.presence_head(tokens).amax(1), self.count_head(pooled)], dim=-1)
-        self.cell_logits = self.cell_head(tokens)
-        return F.normalize(self.visual_projection(pooled), dim=-1), labels, self.token_head(tokens)
-
-    def image_embeds_and_labels(self, pixel_values):
-        return self.forward_all(pixel_values)[:2]
-
-
-def token_targets(scenes: list[Scene], grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, grid^2) category index (30 = none) and size index (0 none, 1 small, 2 large) of the object
-    covering the largest part of each patch (none if < 15 %); dot colour (0 none, 1 + colour) only at
-    the token under each object's centre, -100 (ignored) elsewhere. Run H used an earlier rule (the
-    dot's colour on every token the object covered, 0 elsewhere) and its dot read-out learnt "none"."""
-    cats = torch.full((len(scenes), grid * grid), len(CATEGORIES))
-    sizes = torch.zeros((len(scenes), grid * grid), dtype=torch.long)
-    marks = torch.full((len(scenes), grid * grid), -100)   # ignored (cross_entropy's ignore_index)
-    cell = 1 / grid
-    for b, s in enumerate(scenes):
-        for k in range(grid * grid):
-            r, c = divmod(k, grid)
-            px1, py1 = c * cell, r * cell
-            best, area = None, 0.15 * cell * cell
-            for o in s.objects:
-                x1, y1, x2, y2 = o.box
-                a = max(0, min(x2, px1 + cell) - max(x1, px1)) * max(0, min(y2, py1 + cell) - max(y1, py1))
-                if a > area:
-                    best, area = o, a
-            if best is not None:
-                cats[b, k] = CATEGORIES.index(best.name)
-                sizes[b, k] = 1 + SIZES.index(best.size)
-        for o in s.objects:   # the dot sits at the centre: only the token under it can see it
-            cx, cy = (o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2
-            k = min(grid - 1, int(cy * grid)) * grid + min(grid - 1, int(cx * grid))
-            marks[b, k] = 0 if o.mark is None else 1 + list(COLORS).index(o.mark)
-    return cats, sizes, marks
-
-
-def with_marks(scene: Scene, p: float) -> Scene:
-    """With probability p, the scene with a dot of another colour on every object (toyworld draws it:
-    15 % of the side, >= 2 px: 2 px on a small 64 px object, 3-4 px on a large one); else unchanged."""
-    rng = random.Random(f"vit-marks-{scene.seed}")
-    if rng.random() >= p:
-        return scene
-    objs = [dataclasses.replace(o, mark=rng.choice([c for c in COLORS if c != o.color])) for o in scene.objects]
-    return dataclasses.replace(scene, objects=tuple(objs))
-
-
-def _safe_altered(scene: Scene, which: int, rng: random.Random) -> str | None:
-    """toy_clip's hard negative; None when the recolouring gives an object its own dot's colour."""
-    try:
-        return _altered_caption(scene, which, rng)
-    except ValueError:
-        return None
-
-
-def train(tokenizer, args, log=print) -> ViTCLIP:
-    """toy_clip.train_clip's loop with a ViT, plus the optional per-token read-out (args.token_weight)."""
-    torch.manual_seed(args.seed)
-    cfg = vit_config(args.patch, args.width, args.depth, args.heads)
-    model = ViTCLIP(CLIPVisionModel(cfg), CLIPTextModel(text_config(tokenizer)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    rng = random.Random(f"clip-{args.seed}")
-    grid, B, K = IMAGE_SIZE // args.patch, args.batch, 2
-    losses = []
-    for step in range(args.steps):
-        set_lr(optimizer, args.lr, step, args.steps, WARMUP_RATIO)
-        scenes = [with_marks(make_scene(s), args.mark_frac) for s in TRAIN_SEEDS[step * B:(step + 1) * B]]
-        picks = [rng.sample(range(5), K) for _ in scenes]
-        captions = [s.captions()[p[k]] for k in range(K) for s, p in zip(scenes, picks)]
-        altered = [_safe_altered(s, p[k], rng) for k in range(K) for s, p in zip(scenes, picks)]
-        text = embed_captions(model, tokenizer, captions + [c for c in altered if c])
-        positives, hard = text[:K * B].view(K, B, -1), text[K * B:]
-        images, label_logits, tok = model.forward_all(scene_pixels(scenes))
-        loss = sum(clip_loss(images, positives[k], model.logit_scale, hard) for k in range(K)) / K
-        loss = loss + args.label_weight * label_loss(label_logits, *scene_labels(scenes))
-        if args.token_weight:
-            cats, sizes, marks = token_targets(scenes, grid)
-            n = len(CATEGORIES) + 1
-            token_loss = (F.cross_entropy(tok[..., :n].flatten(0, 1), cats.flatten())
-                          + F.cross_entropy(tok[..., n:n + 3].flatten(0, 1), sizes.flatten()))
-            if args.mark_frac:
-                token_loss = token_loss + F.cross_entropy(tok[..., n + 3:].flatten(0, 1), marks.flatten())
-            loss = loss + args.token_weight * token_loss
-        if args.pos_weight:
-            cells = torch.arange(grid * grid).repeat(len(scenes))
-            loss = loss + args.pos_weight * F.cross_entropy(model.cell_logits.flatten(0, 1), cells)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if (step + 1) % max(1, args.steps // 10) == 0:
-            log(f"step {step + 1}/{args.steps} loss {np.mean(losses[-max(1, args.steps // 10):]):.3f}")
-    return model.eval()
+def recipe_from(args) -> Recipe:
+    """The command line's run as a Recipe: toy_vit trains it (the build's VIT is run H's settings)."""
+    return dataclasses.replace(VIT, clip_steps=args.steps, clip_batch=args.batch, clip_lr=args.lr,
+                               clip_label_weight=args.label_weight, seed=args.seed, vit_patch=args.patch,
+                               vit_width=args.width, vit_depth=args.depth, vit_heads=args.heads,
+                               token_weight=args.token_weight, cell_weight=args.pos_weight,
+                               mark_frac=args.mark_frac)
 
 
 # ----------------------------------------------------------------------------
@@ -250,9 +133,7 @@ def object_token_probe(vision, n_train: int = 2000, n_test: int = 500, steps: in
         if b == n_train:
             split = len(rows)
         for o in s.objects:
-            cx, cy = (o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2
-            k = min(grid - 1, int(cy * grid)) * grid + min(grid - 1, int(cx * grid))
-            rows.append(tokens[b, k])
+            rows.append(tokens[b, centre_token(o.box, grid)])
             labels.append((list(COLORS).index(o.color), SIZES.index(o.size), SHAPES.index(o.shape)))
     x, y = torch.stack(rows), torch.tensor(labels)
     out = {}
@@ -348,7 +229,7 @@ def object_dot_probe(vision, n_train: int = 1500, n_test: int = 500, steps: int 
         g, n = int(low.shape[0] ** 0.5), int((len(v["tiles"]) - 1) ** 0.5)
         for o in s.objects:
             cx, cy = (o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2
-            rows["64"].append(low[min(g - 1, int(cy * g)) * g + min(g - 1, int(cx * g))])
+            rows["64"].append(low[centre_token(o.box, g)])
             tx, ty = min(n - 1, int(cx * n)), min(n - 1, int(cy * n))
             lx, ly = cx * n - tx, cy * n - ty
             rows["tiles"].append(tiles[ty * n + tx, min(g - 1, int(ly * g)) * g + min(g - 1, int(lx * g))])
@@ -389,13 +270,13 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     tokenizer = zoo.load_tokenizer("toy-lm")
     t0 = time.perf_counter()
-    model = train(tokenizer, args)
+    model, _ = toy_vit.train_clip(tokenizer, recipe_from(args))
     train_s = time.perf_counter() - t0
     if args.save:
-        model.save(__import__("pathlib").Path(args.save))
+        model.save(Path(args.save))
     s = args.probe_scale
     t1 = time.perf_counter()
-    lp = gates.linear_probe(model.vision, n_train=int(5000 * s), n_test=int(1000 * s))
+    lp = gates.linear_probe(model.vision, n_train=int(5000 * s), n_test=int(1000 * s), layer=args.layer)
     obj = object_token_probe(model.vision, int(2000 * s), int(500 * s), layer=args.layer)
     pos = gates.token_position_probe(model.vision, n_train=int(2500 * s), n_test=int(500 * s), layer=args.layer)
     dots = {} if args.skip_dots else {

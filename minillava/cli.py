@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from minillava import pipeline
+from minillava.backbones.recipe import RECIPES
 from minillava.conversation import TokenizationMismatchError
 from minillava.data.commands import add_parser as add_data_parser
 from minillava.device import pick_device
@@ -80,11 +81,14 @@ def zoo_command(args: argparse.Namespace) -> None:
             print(f"{name:11s} {zoo.SHIPPED[name]}\n{'':11s} {state}")
         return
     from minillava.backbones.build import build
-    from minillava.backbones.recipe import FULL, QUICK
 
     if args.quick and args.out is None:
         raise SystemExit("--quick builds throwaway models: give --out DIR, so the shipped weights stay as they are")
-    report = build(args.out or zoo.WEIGHTS_DIR, QUICK if args.quick else FULL, processes=args.processes,
+    if args.recipe != "full" and args.out is None:
+        raise SystemExit(f"--recipe {args.recipe} builds a candidate: give --out DIR (the shipped folder "
+                         f"{zoo.WEIGHTS_DIR} itself only to ship it)")
+    full, quick = RECIPES[args.recipe]
+    report = build(args.out or zoo.WEIGHTS_DIR, quick if args.quick else full, processes=args.processes,
                    threads=args.threads)
     print(f"clip loss {report['clip_loss'][0]:.3f} -> {report['clip_loss'][1]:.3f}, "
           f"lm loss {report['lm_loss'][0]:.3f} -> {report['lm_loss'][1]:.3f}, {report['seconds']:.0f} s")
@@ -124,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     build = actions.add_parser("build", help="retrain tokenizer, toy-clip and toy-lm from fixed seeds (minutes)")
     build.add_argument("--out", type=Path, default=None, help="output folder (default: minillava/backbones/weights/)")
     build.add_argument("--quick", action="store_true", help="a few steps of everything (seconds); needs --out")
+    build.add_argument("--recipe", choices=sorted(RECIPES), default="full", help="full (default): the shipped "
+                       "recipe, a RegNet vision tower; vit: the candidate CLIP ViT tower (recipe.VIT; --quick: "
+                       "QUICK_VIT)")
     build.add_argument("--processes", type=int, default=2, help="2 (default): train the CLIP and the LM side "
                        "by side; 1: one after the other")
     build.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1: "

@@ -132,7 +132,10 @@ def test_bad_lines_get_one_error_line_and_change_nothing(tmp_path):
 # The child's Assistant.stream slowed to 0.3 s a piece, so that Ctrl-C surely lands mid-answer.
 # Only the pace is changed: the signal, its handling and the closing of the stream are real.
 SLOW_CHAT = """
-import sys, time
+import signal, sys, time
+# Ctrl-C raises KeyboardInterrupt, as in a terminal, even when the tests were started as a background job
+# (a shell without job control starts those with SIGINT ignored, and the child would inherit that).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from minillava.chat import Assistant
 from minillava.cli import main
 fast = Assistant.stream

@@ -42,3 +42,33 @@ def test_teacher_forced_score_matches_greedy_decoding():
     greedy = toy_lm.answer(lm, tokenizer, [q for q, _ in pairs], max_new_tokens=8)
     right = sum(g == a for g, (_, a) in zip(greedy, pairs))
     assert round(scored["accuracy"] * scored["questions"]) == right
+
+
+def test_supervise_all_labels_every_token_and_answers_keep_vicuna_masking():
+    from minillava.backbones import zoo
+    from minillava.splicing import IGNORE_INDEX
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    masked = lm_layouts.training_samples("after", 3, tokenizer)
+    every = lm_layouts.training_samples("after", 3, tokenizer, supervise="all")
+    questions = lm_layouts.training_samples("after", 3, tokenizer, supervise="questions")
+    for m, e, q in zip(masked, every, questions):
+        assert m["input_ids"] == e["input_ids"] == q["input_ids"] and e["labels"] == e["input_ids"]
+        # "questions": every answer token, and the text after the scene; nothing of the scene itself
+        assert all(label == a for label, a in zip(q["labels"], m["labels"]) if a != IGNORE_INDEX)
+        scene = tokenizer.decode([i for i, label in zip(q["input_ids"], q["labels"]) if label == IGNORE_INDEX])
+        assert scene.rstrip().endswith(".") and "background" in scene and "?" not in scene
+        supervised = [i for i, label in enumerate(m["labels"]) if label != IGNORE_INDEX]
+        assert 0 < len(supervised) < len(m["labels"]) / 2   # answers only: a small share of the tokens
+
+
+def test_train_lm_calls_back_during_training_but_not_after_the_last_step():
+    import dataclasses
+
+    from minillava.backbones import toy_lm, zoo
+    from minillava.backbones.recipe import QUICK
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    samples = lm_layouts.training_samples("default", 8, tokenizer)
+    seen = []
+    toy_lm.train_lm(tokenizer, samples, dataclasses.replace(QUICK, lm_steps=7, lm_batch=2), log=lambda _: None,
+                    every=(3, lambda step, model: seen.append(step)))
+    assert seen == [3, 6]   # after steps 3 and 6 of 7; the final model is measured by the caller

@@ -25,6 +25,7 @@ The modules, in reading order:
     recipe     every number that decides what gets built (FULL ships, QUICK is for tests)
     toy_text   the toy text the language model reads, and the tokenizer learnt from it  (1)
     toy_clip   toy-clip: two towers, CLIP's contrastive loss, its training              (2)
+    toy_vit    the candidate toy-vision: transformers' CLIP ViT, trained as toy-clip    (2')
     toy_lm     toy-lm: a LLaMA that reads written scenes, its training                  (3)
     build      trains all three and installs them in weights/ with a manifest of hashes
     gates      how good they are: the quality gates of tests/test_zoo.py

@@ -2,6 +2,7 @@
 
     minillava zoo build            # rewrites minillava/backbones/weights/ (about 47 minutes on a 2-core CPU)
     minillava zoo build --quick    # a few steps of everything, for tests (seconds)
+    minillava zoo build --recipe vit --out DIR   # the candidate CLIP ViT tower (recipe.VIT), not shipped
 
 Everything is drawn from fixed seeds in a fixed order, so a rebuild sees the same data;
 with one thread (the default) it also gives the same weights on the same machine. The
@@ -21,8 +22,8 @@ from pathlib import Path
 import torch
 from transformers import CLIPImageProcessorPil
 
+from minillava.backbones import toy_clip, toy_vit
 from minillava.backbones.recipe import FULL, IMAGE_SIZE, Recipe, final_loss
-from minillava.backbones.toy_clip import train_clip
 from minillava.backbones.toy_lm import tokenize_documents, train_lm
 from minillava.backbones.toy_text import lm_documents, tokenizer_texts, train_tokenizer
 from minillava.backbones.zoo import MANIFEST, SHIPPED, sha256
@@ -71,9 +72,14 @@ def build(out_dir: str | Path, recipe: Recipe = FULL, processes: int = 2, thread
 
 
 def make_clip(tokenizer, recipe: Recipe, out_dir: Path, threads: int | None = 1, log=print) -> list[float]:
-    """Train toy-clip; write it and its vision tower (toy-vision) to out_dir. Returns the losses."""
+    """Train toy-clip; write it and its vision tower (toy-vision) to out_dir. Returns the losses.
+
+    The recipe's vision_tower says which: the RegNet (toy_clip) or the CLIP ViT (toy_vit); both
+    save the same folders, toy-vision with the image processor it was trained with.
+    """
+    train = toy_vit.train_clip if recipe.vision_tower == "vit" else toy_clip.train_clip
     with _torch_threads(threads):
-        clip, losses = train_clip(tokenizer, recipe, log)
+        clip, losses = train(tokenizer, recipe, log)
     clip.save(out_dir / "toy-clip")
     clip.vision.save_pretrained(out_dir / "toy-vision")
     # The preprocessing it was trained with, for anyone loading it with transformers' AutoImageProcessor.

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from minillava.backbones.recipe import MAX_OBJECTS, VISION_FEATURE_LAYER
+from minillava.backbones.recipe import MAX_OBJECTS, feature_layer
 from minillava.backbones.toy_clip import ToyCLIP, embed_captions, label_loss, scene_labels, scene_pixels
 from minillava.backbones.toy_lm import answer
 from minillava.backbones.toy_text import written_scene_turn
@@ -28,10 +28,16 @@ def held_out_scenes(n: int, offset: int = 0) -> list[Scene]:
     return [make_scene(s) for s in HELDOUT_SEEDS[offset:offset + n]]
 
 
+def _read_as_later_stages(vision: nn.Module, layer: int | None) -> VisionTower:
+    """The tower read at ``layer``; None: where later stages read it (recipe.feature_layer, by its kind)."""
+    return VisionTower(vision.eval(), feature_layer=feature_layer(vision.config) if layer is None else layer)
+
+
 @torch.no_grad()
-def probe_features(vision: nn.Module, scenes: list[Scene], layer: int = VISION_FEATURE_LAYER) -> torch.Tensor:
-    """(N, 2C): the tower's tokens as later stages read them, averaged and max-pooled over the image."""
-    tower = VisionTower(vision.eval(), feature_layer=layer)
+def probe_features(vision: nn.Module, scenes: list[Scene], layer: int | None = None) -> torch.Tensor:
+    """(N, 2C): the tower's tokens as later stages read them (layer None: recipe.feature_layer),
+    averaged and max-pooled over the image."""
+    tower = _read_as_later_stages(vision, layer)
     tokens = torch.cat([tower(scene_pixels(scenes[i:i + 500])) for i in range(0, len(scenes), 500)])
     return torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1)
 
@@ -55,7 +61,8 @@ def fit_linear_probe(x: torch.Tensor, n_train: int, outputs: int, loss_fn, steps
         return probe(x[n_train:])
 
 
-def linear_probe(vision: nn.Module, n_train: int = 5000, n_test: int = 1000, steps: int = 1000) -> dict:
+def linear_probe(vision: nn.Module, n_train: int = 5000, n_test: int = 1000, steps: int = 1000,
+                 layer: int | None = None) -> dict:
     """What a linear read-out of frozen features knows, on scenes neither it nor the tower saw.
 
     Trains one linear layer on held-out scenes to predict, per image, the presence of each
@@ -65,7 +72,7 @@ def linear_probe(vision: nn.Module, n_train: int = 5000, n_test: int = 1000, ste
     """
     scenes = held_out_scenes(n_train + n_test)
     present, count = scene_labels(scenes)
-    out = fit_linear_probe(probe_features(vision, scenes), n_train, len(CATEGORIES) + MAX_OBJECTS,
+    out = fit_linear_probe(probe_features(vision, scenes, layer), n_train, len(CATEGORIES) + MAX_OBJECTS,
                            lambda logits: label_loss(logits, present[:n_train], count[:n_train]), steps)
     truth = present[n_train:]
     per_label = ((out[:, :len(CATEGORIES)] > 0).float() == truth).float().mean(0)
@@ -75,7 +82,7 @@ def linear_probe(vision: nn.Module, n_train: int = 5000, n_test: int = 1000, ste
 
 
 def token_position_probe(vision: nn.Module, n_train: int = 2500, n_test: int = 500, steps: int = 300,
-                         layer: int = VISION_FEATURE_LAYER) -> dict:
+                         layer: int | None = None) -> dict:
     """Does a token know where it sits? A linear read-out of each token's features alone, asked
     its index in the token grid, on held-out scenes.
 
@@ -84,9 +91,10 @@ def token_position_probe(vision: nn.Module, n_train: int = 2500, n_test: int = 5
     the zero padding at the borders tells its tokens apart. The language model sees the tokens in
     order, but its rotary positions are relative: what a token's *features* do not say about
     where it is, the answer to "where is the red circle?" has to recover from attention alone.
-    Returns the accuracy over all tokens, per token (rows of the grid) and chance (1 / tokens).
+    Returns the accuracy over all tokens, per token (rows of the grid) and chance (1 / tokens);
+    layer None reads where later stages do (recipe.feature_layer).
     """
-    tower = VisionTower(vision.eval(), feature_layer=layer)
+    tower = _read_as_later_stages(vision, layer)
     scenes = held_out_scenes(n_train + n_test, offset=200_000)
     with torch.no_grad():
         tokens = torch.cat([tower(scene_pixels(scenes[i:i + 500])) for i in range(0, len(scenes), 500)])

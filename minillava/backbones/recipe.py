@@ -3,9 +3,13 @@
 ``FULL`` is the recipe of the shipped weights (``minillava zoo build``); ``QUICK`` runs a few
 steps of everything, for tests. Both trainings (toy_clip.train_clip, toy_lm.train_lm) read
 their sizes and schedules from here, and report their losses the same way.
+
+``VIT`` is a candidate, not yet shipped (issue 19 §1): FULL with transformers' CLIP ViT as the
+toy vision tower instead of the RegNet (toy_vit.py; ``minillava zoo build --recipe vit``);
+``QUICK_VIT`` is its smoke test.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from minillava.toyworld import VARIANTS
 
@@ -15,7 +19,9 @@ IMAGE_SIZE = 64
 # contrastive objective; the toy tower's last stage is its most informative map, and
 # 16 tokens instead of 64 keep the language model's sequences short on a CPU.
 VISION_FEATURE_LAYER = -1
+LLAVA_FEATURE_LAYER = -2   # CLIP's penultimate layer, as LLaVA reads it
 MAX_OBJECTS = VARIANTS["base"].n_objects[1]   # a base scene holds 1..4 objects
+VISION_TOWERS = ("regnet", "vit")   # Recipe.vision_tower: toy_clip's RegNet (shipped), toy_vit's CLIP ViT
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,21 @@ class Recipe:
     lm_batch: int
     lm_lr: float
     seed: int = 0
+    # The toy vision tower: "regnet" (toy_clip.vision_config, shipped) or "vit" (transformers'
+    # CLIP ViT, toy_vit.vit_config). The fields below are read only by the ViT; their defaults
+    # are run H's settings (benchmarks/vit_tower.py), except the read-outs, which are off.
+    vision_tower: str = "regnet"
+    vit_patch: int = 16   # 64 px / 16 = a 4 x 4 grid: 16 tokens, as many as the RegNet's
+    vit_width: int = 64
+    vit_depth: int = 4
+    vit_heads: int = 4
+    token_weight: float = 0.0   # per-token read-out: category, size and dot under each patch
+    cell_weight: float = 0.0   # per-token read-out: the token's own grid cell
+    mark_frac: float = 0.0   # share of training scenes whose objects carry a dot
+
+    def __post_init__(self):
+        if self.vision_tower not in VISION_TOWERS:
+            raise ValueError(f"unknown vision_tower {self.vision_tower!r}; valid: {', '.join(VISION_TOWERS)}")
 
 
 # The language model's rate is a third of CLIP's on purpose: at 3e-3 a toy-lm learns to copy
@@ -41,7 +62,25 @@ FULL = Recipe(clip_steps=1600, clip_batch=64, clip_captions=2, clip_lr=3e-3, cli
               lm_documents=40_000, lm_steps=5000, lm_batch=32, lm_lr=1e-3)
 QUICK = Recipe(clip_steps=12, clip_batch=16, clip_captions=2, clip_lr=3e-3, clip_label_weight=1.0,
                lm_documents=200, lm_steps=12, lm_batch=8, lm_lr=1e-3)
+# The ViT candidate: run H of benchmarks/vit_tower.py (patch 16, width 64, 4 layers, lr 1e-3, both
+# per-token read-outs, dots on half the scenes), which passed presence, colour, size and grid cell
+# at 6,000 steps and whose shape read-out only "clicked" after ~3,000. 8,000 steps is the
+# recommendation (margin for count, 0.903 at 6,000), not yet measured.
+VIT = replace(FULL, vision_tower="vit", clip_steps=8000, clip_lr=1e-3, token_weight=1.0, cell_weight=1.0,
+              mark_frac=0.5)
+QUICK_VIT = replace(QUICK, vision_tower="vit", clip_lr=1e-3, token_weight=1.0, cell_weight=1.0, mark_frac=0.5)
+RECIPES = {"full": (FULL, QUICK), "vit": (VIT, QUICK_VIT)}   # `minillava zoo build --recipe NAME [--quick]`
 WARMUP_RATIO = 0.03   # both trainings warm up over 3 % of their steps, then decay (train.set_lr)
+
+
+def feature_layer(vision_config) -> int:
+    """Where later stages read a toy vision tower, by its kind (its config): one answer for the
+    zoo's toy-vision and any folder a build wrote.
+
+    The RegNet's last stage (VISION_FEATURE_LAYER, see above); a ViT's penultimate layer, as LLaVA
+    reads CLIP's (its CLS token is dropped by VisionTower's default "patch" selection).
+    """
+    return VISION_FEATURE_LAYER if vision_config.model_type == "regnet" else LLAVA_FEATURE_LAYER
 
 
 # ----------------------------------------------------------------------------

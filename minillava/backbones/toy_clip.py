@@ -74,6 +74,11 @@ class ToyCLIP(nn.Module):
 
     def image_embeds_and_labels(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> (B, dim) unit vectors and (B, 30 + 4) label logits (presence, count)."""
+        return self.image_features(pixel_values)[:2]
+
+    def image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image_embeds_and_labels, and the last layer's (B, h * w, C) patch tokens they were read
+        from (for read-outs of their own: toy_vit's per-token ones)."""
         out = self.vision(pixel_values)
         pooled = out.pooler_output.flatten(1)   # a conv tower pools to (B, C, 1, 1); a ViT's is its CLS
         if out.last_hidden_state.dim() == 4:
@@ -81,7 +86,7 @@ class ToyCLIP(nn.Module):
         else:
             tokens = out.last_hidden_state[:, 1:]   # a ViT: (B, 1 + h * w, C), CLS first
         labels = torch.cat([self.presence_head(tokens).amax(1), self.count_head(pooled)], dim=-1)
-        return F.normalize(self.visual_projection(pooled), dim=-1), labels
+        return F.normalize(self.visual_projection(pooled), dim=-1), labels, tokens
 
     def text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) ids ending in </s> -> (B, dim) unit vectors, from the state at </s>."""
@@ -197,32 +202,56 @@ def train_clip(tokenizer, recipe: Recipe, log=print,
                vision: PretrainedConfig | None = None) -> tuple[ToyCLIP, list[float]]:
     """Contrastive pretraining on fresh scenes every step; returns the model and its losses.
 
-    Step s sees training scenes [s * B, (s + 1) * B). Each image is matched with
-    ``recipe.clip_captions`` of its five captions in turn (the vision tower, the costly
-    half, runs once for all of them), against hard negative captions of the batch.
     vision: the tower's config, default ``vision_config()`` (the RegNet); a
-    ``CLIPVisionConfig`` trains transformers' CLIP ViT instead (issue 19, benchmarks/vit_tower.py).
+    ``CLIPVisionConfig`` trains transformers' CLIP ViT in the same loop, without toy_vit's
+    per-token read-outs (a recipe with ``vision_tower="vit"`` trains through toy_vit.train_clip).
     """
+    if recipe.vision_tower != "regnet":
+        raise ValueError(f"train_clip trains the RegNet; a {recipe.vision_tower!r} recipe trains through "
+                         "toy_vit.train_clip (build.make_clip picks it)")
     torch.manual_seed(recipe.seed)
     tower = RegNetModel(vision_config()) if vision is None else AutoModel.from_config(vision)
     model = ToyCLIP(tower, CLIPTextModel(text_config(tokenizer)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.clip_lr, weight_decay=0.01)
     rng = random.Random(f"clip-{recipe.seed}")
-    losses, B, K = [], recipe.clip_batch, recipe.clip_captions
+    losses = fit(model, recipe, lambda scenes: clip_batch_loss(model, tokenizer, scenes, rng, recipe)[0], log)
+    return model.eval(), losses
+
+
+def clip_batch_loss(model: ToyCLIP, tokenizer, scenes: list[Scene], rng: random.Random, recipe: Recipe,
+                    alter=_altered_caption) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one batch: CLIP's, against hard negatives, plus the label read-out's.
+
+    Each image is matched with ``recipe.clip_captions`` of its five captions in turn (the
+    vision tower, the costly half, runs once for all of them), against hard negative
+    captions of the batch (``alter`` makes them). Also returns the patch tokens the image
+    side was read from.
+    """
+    B, K = len(scenes), recipe.clip_captions
+    picks = [rng.sample(range(5), K) for _ in scenes]
+    captions = [s.captions()[p[k]] for k in range(K) for s, p in zip(scenes, picks)]
+    altered = [alter(s, p[k], rng) for k in range(K) for s, p in zip(scenes, picks)]
+    text = embed_captions(model, tokenizer, captions + [c for c in altered if c])
+    positives, hard = text[:K * B].view(K, B, -1), text[K * B:]
+    images, label_logits, tokens = model.image_features(scene_pixels(scenes))
+    loss = sum(clip_loss(images, positives[k], model.logit_scale, hard) for k in range(K)) / K
+    loss = loss + recipe.clip_label_weight * label_loss(label_logits, *scene_labels(scenes))
+    return loss, tokens
+
+
+def fit(model: nn.Module, recipe: Recipe, batch_loss, log=print) -> list[float]:
+    """The training loop of a toy CLIP: AdamW, warm-up then decay, ``recipe.clip_steps`` steps.
+
+    Step s sees training scenes [s * B, (s + 1) * B), B = recipe.clip_batch, fresh ones every
+    step; ``batch_loss(scenes)`` gives their loss. Returns the losses, one per step.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.clip_lr, weight_decay=0.01)
+    losses, B = [], recipe.clip_batch
     for step in range(recipe.clip_steps):
         set_lr(optimizer, recipe.clip_lr, step, recipe.clip_steps, WARMUP_RATIO)
-        scenes = [make_scene(s) for s in TRAIN_SEEDS[step * B:(step + 1) * B]]
-        picks = [rng.sample(range(5), K) for _ in scenes]
-        captions = [s.captions()[p[k]] for k in range(K) for s, p in zip(scenes, picks)]
-        altered = [_altered_caption(s, p[k], rng) for k in range(K) for s, p in zip(scenes, picks)]
-        text = embed_captions(model, tokenizer, captions + [c for c in altered if c])
-        positives, hard = text[:K * B].view(K, B, -1), text[K * B:]
-        images, label_logits = model.image_embeds_and_labels(scene_pixels(scenes))
-        loss = sum(clip_loss(images, positives[k], model.logit_scale, hard) for k in range(K)) / K
-        loss = loss + recipe.clip_label_weight * label_loss(label_logits, *scene_labels(scenes))
+        loss = batch_loss([make_scene(s) for s in TRAIN_SEEDS[step * B:(step + 1) * B]])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
         log_progress(log, "clip", step, recipe.clip_steps, losses)
-    return model.eval(), losses
+    return losses

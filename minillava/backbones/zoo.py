@@ -25,7 +25,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoToken
                           CLIPVisionModel, LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING
 
-from minillava.backbones.recipe import VISION_FEATURE_LAYER
+from minillava.backbones.recipe import feature_layer
 from minillava.backbones.toy_clip import ToyCLIP
 from minillava.conversation import IMAGE_MARKER
 from minillava.model import MiniLlava, MiniLlavaConfig
@@ -81,8 +81,8 @@ REBUILD = "rebuild the shipped backbones with `minillava zoo build`"
 # In the order the build makes them (build.py writes these folders and their manifest).
 SHIPPED = {
     "toy-clip": "the whole toy CLIP: vision and text towers, projections, temperature (toy_clip.ToyCLIP)",
-    "toy-vision": "the vision tower of toy-clip (RegNetModel): a 64x64 image -> 16 tokens of width 64 "
-                  "at its last stage (hidden_states[-1])",
+    "toy-vision": "the vision tower of toy-clip (RegNetModel; a CLIPVisionModel if built with --recipe vit): "
+                  "a 64x64 image -> 16 tokens of width 64, read where recipe.feature_layer says",
     "toy-lm": "a LlamaForCausalLM pretrained on toy text, with its tokenizer (vicuna_v1 chat template)",
 }
 
@@ -141,7 +141,8 @@ def _source(name: str) -> tuple[str | Path, dict]:
 def load(name: str, **kwargs) -> nn.Module:
     """A pretrained backbone in eval mode, by zoo name, local folder or Hugging Face id.
 
-    toy-vision -> RegNetModel, toy-lm -> LlamaForCausalLM, toy-clip -> toy_clip.ToyCLIP.
+    toy-vision -> RegNetModel (CLIPVisionModel from ``zoo build --recipe vit``), toy-lm ->
+    LlamaForCausalLM, toy-clip -> toy_clip.ToyCLIP.
     Any other checkpoint by what its config says: a causal LM (Vicuna, SmolLM2, ...) ->
     AutoModelForCausalLM; a two-tower model (CLIP, SigLIP: its config has a
     vision_config) -> its vision tower alone (CLIPVisionModel, ...), as LLaVA loads it;
@@ -178,13 +179,14 @@ def pretrained_model(vision: str = "toy-vision", language: str = "toy-lm", proje
 
     The default is the shipped toy pair; real ones go through the same call, e.g.
     ``pretrained_model("openai/clip-vit-large-patch14-336", "lmsys/vicuna-7b-v1.5")``.
-    vision_feature_layer: None reads LLaVA's -2, or for toy-vision its last stage
-    (recipe.VISION_FEATURE_LAYER, 16 tokens). A tokenizer without "<image>" gets it as
-    a special token and the language model a row for it, as LLaVA does.
+    vision_feature_layer: None reads LLaVA's -2, or for the toy RegNet tower its last stage
+    (recipe.feature_layer decides by the loaded tower's kind, whether it came from the zoo or
+    a folder). A tokenizer without "<image>" gets it as a special token and the language
+    model a row for it, as LLaVA does.
     """
-    if vision_feature_layer is None:
-        vision_feature_layer = VISION_FEATURE_LAYER if vision == "toy-vision" else -2
     tower, lm, tokenizer = load(vision, **kwargs), load(language, **kwargs), load_tokenizer(language)
+    if vision_feature_layer is None:
+        vision_feature_layer = feature_layer(tower.config)
     if IMAGE_MARKER not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_MARKER]})
         lm.resize_token_embeddings(len(tokenizer))

@@ -87,7 +87,7 @@ class PipelineConfig:
     language: str = option("toy-lm", "language model (and its tokenizer): zoo name, folder or Hugging Face id")
     projector: str = option("mlp2x_gelu", "projector: linear, mlp2x_gelu, ...")
     vision_layer: int | None = option(None, "hidden state the projector reads; None: -2 as LLaVA-1.5, or for "
-                                            "toy-vision its last stage (16 tokens)")
+                                            "the toy RegNet tower its last stage (16 tokens)")
     template: str = option("vicuna_v1", "stage-2 chat template (the one the language model was tuned with)",
                            choices=TEMPLATES)
     # data
