@@ -181,15 +181,15 @@ def training_samples(layout: str, scenes: int, tokenizer, seed: int = 0, supervi
     rng = random.Random(f"lm-layouts-{seed}")
     template = get_template("vicuna_v1")
     samples = []
-    for seed in TRAIN_SEEDS[:scenes]:
-        annotation = make_scene(seed).annotation()
+    for scene_seed in TRAIN_SEEDS[:scenes]:
+        annotation = make_scene(scene_seed).annotation()
         messages = drill(annotation, rng, layout)
         sample = template.tokenize(messages, tokenizer)
         if supervise == "all":
             sample["labels"] = list(sample["input_ids"])
-        elif supervise == "questions":   # everything after the written scene: questions and answers
-            text = template.render(messages)
-            after_scene = text.index(LAYOUTS[layout](annotation)) + len(LAYOUTS[layout](annotation)) + 1
+        elif supervise == "questions":   # everything after the written scene and its newline
+            text, scene = template.render(messages), LAYOUTS[layout](annotation)
+            after_scene = text.index(scene) + len(scene) + 1
             ids, flags = label_tokens(text, [(after_scene, len(text))], tokenizer, bos=template.bos)
             assert ids == sample["input_ids"]
             sample["labels"] = [i if f else IGNORE_INDEX for i, f in zip(ids, flags)]
@@ -219,11 +219,11 @@ def score(lm, items, pad_id: int, chunk: int = 200) -> dict:
         part = items[start:start + chunk]
         width = max(len(s["input_ids"]) for _, s in part)
         ids = torch.tensor([s["input_ids"] + [pad_id] * (width - len(s["input_ids"])) for _, s in part])
-        labels = torch.tensor([s["labels"] + [-100] * (width - len(s["labels"])) for _, s in part])
+        labels = torch.tensor([s["labels"] + [IGNORE_INDEX] * (width - len(s["labels"])) for _, s in part])
         mask = (torch.arange(width)[None] < torch.tensor([len(s["input_ids"]) for _, s in part])[:, None]).long()
         pred = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
         target = labels[:, 1:]
-        ok = ((pred == target) | (target == -100)).all(1)
+        ok = ((pred == target) | (target == IGNORE_INDEX)).all(1)
         for (t, _), good in zip(part, ok.tolist()):
             right[t].append(float(good))
     every = [v for vs in right.values() for v in vs]
@@ -264,6 +264,7 @@ def main(argv=None) -> dict:
     config.head_dim = args.width // args.heads
     recipe = dataclasses.replace(FULL, lm_steps=args.steps, lm_batch=args.batch, lm_lr=args.lr)
     prep = time.perf_counter() - start
+
     def progress(step, model):
         print(json.dumps({"step": step, **score(model, items[:400], tokenizer.pad_token_id)["by_topic"]}), flush=True)
 
