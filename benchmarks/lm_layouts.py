@@ -120,7 +120,7 @@ from pathlib import Path
 
 import torch
 
-from minillava.backbones import toy_lm, zoo
+from minillava.backbones import toy_lm, toy_text, zoo
 from minillava.backbones.gates import held_out_scenes
 from minillava.backbones.recipe import FULL, final_loss
 from minillava.conversation import get_template, label_tokens
@@ -248,6 +248,9 @@ def main(argv=None) -> dict:
                         help="which tokens the drill trains on (see training_samples)")
     parser.add_argument("--show", action="store_true", help="print one scene in the layout and exit")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--save", type=Path, default=None, help="also save the trained LM and tokenizer here")
+    parser.add_argument("--mix", default=None, help="train on the toy text's mix instead of the drill (default layout "
+                        "only), with these kind weights replacing DOCUMENT_KINDS', e.g. short_answer=16,detail=1")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.show:
@@ -255,7 +258,13 @@ def main(argv=None) -> dict:
         return {}
     start = time.perf_counter()
     tokenizer = zoo.load_tokenizer("toy-lm")
-    samples = training_samples(args.layout, args.scenes, tokenizer, supervise=args.supervise)
+    if args.mix is not None:   # the toy text itself (toy_text.lm_documents), reweighted
+        if args.layout != "default" or args.supervise != "answers":
+            parser.error("--mix trains on the toy text as toy_lm does: default layout, answers supervised")
+        weights = {k: float(w) for k, w in (part.split("=") for part in args.mix.split(",") if part)}
+        samples = toy_lm.tokenize_documents(toy_text.lm_documents(args.scenes, weights=weights), tokenizer)
+    else:
+        samples = training_samples(args.layout, args.scenes, tokenizer, supervise=args.supervise)
     items = eval_items(args.layout, args.eval_scenes, tokenizer)
     config = toy_lm.lm_config(tokenizer)
     config.num_hidden_layers = args.layers
@@ -273,12 +282,15 @@ def main(argv=None) -> dict:
     train_s = time.perf_counter() - start - prep
     result = score(lm, items, tokenizer.pad_token_id)
     record = {"layout": args.layout, "steps": args.steps, "batch": args.batch, "lr": args.lr,
-              "layers": args.layers, "heads": args.heads, "width": args.width, "supervise": args.supervise,
+              "layers": args.layers, "heads": args.heads, "width": args.width, "supervise": args.supervise, "mix": args.mix,
               "final_loss": round(final_loss(losses), 4), "train_seconds": round(train_s, 1),
               "seconds": round(time.perf_counter() - start, 1), **result}
     print(json.dumps(record), flush=True)
     if args.out:
         args.out.write_text(json.dumps(record, indent=1) + "\n")
+    if args.save:
+        lm.save_pretrained(args.save)
+        tokenizer.save_pretrained(args.save)
     return record
 
 

@@ -40,6 +40,14 @@ def test_documents_are_reproducible_and_cover_every_kind(documents):
     assert not any(IMAGE_MARKER in r for r in rendered)   # the LM only ever reads written scenes
 
 
+def test_mix_weights_reweight_the_kinds_and_reject_unknown_ones(documents):
+    assert toy_text.lm_documents(300, weights={}) == documents   # no override: the recipe's mix
+    only_captions = toy_text.lm_documents(50, weights={k: 0 for k in toy_text.DOCUMENT_KINDS if k != "caption"})
+    assert {template for template, _ in only_captions} == {"plain"}
+    with pytest.raises(ValueError, match="unknown document kinds.*valid: conversation"):
+        toy_text.lm_documents(5, weights={"drill": 1})
+
+
 def test_written_scene_opens_the_first_user_turn():
     annotation = make_scene(3).annotation()
     turn = toy_text.written_scene_turn(annotation, "Is there a red circle?")

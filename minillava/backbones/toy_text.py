@@ -65,11 +65,18 @@ DOCUMENT_KINDS = {
 }
 
 
-def lm_documents(n: int, seed: int = 0) -> list[tuple[str, list[dict]]]:
-    """n documents as (template name, messages): the first n training scenes, one each."""
+def lm_documents(n: int, seed: int = 0, weights: dict[str, float] | None = None) -> list[tuple[str, list[dict]]]:
+    """n documents as (template name, messages): the first n training scenes, one each.
+
+    weights: kind -> weight, replacing DOCUMENT_KINDS' weights for the kinds it names (experiments
+    with the mix, e.g. benchmarks/lm_layouts.py --mix short_answer=16).
+    """
+    unknown = set(weights or ()) - set(DOCUMENT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown document kinds {sorted(unknown)}; valid: {', '.join(DOCUMENT_KINDS)}")
     rng = random.Random(f"lm-documents-{seed}")
     kinds = list(DOCUMENT_KINDS)
-    weights = [DOCUMENT_KINDS[k][0] for k in kinds]
+    weights = [(weights or {}).get(k, DOCUMENT_KINDS[k][0]) for k in kinds]
     documents = []
     for scene_seed in TRAIN_SEEDS[:n]:
         _, template, write = DOCUMENT_KINDS[rng.choices(kinds, weights)[0]]
