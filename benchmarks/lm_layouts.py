@@ -106,6 +106,11 @@ is the leftmost"). Those are the questions that need two lookups or a list; the 
 * Stopped before their score (the cores went to other runs): "after" at lr 2e-3 for 4,000 steps (loss
   over answers 0.41 at step 1,600, above the 1e-3 arm's 0.30 at 1,500 steps) and "shape_first" with
   --supervise all (step 300: nothing bound, as every arm at that point).
+* Three layers on the drill (``--layers 3 --steps 6000 --scenes 40000 --eval-every 1000``, 2026-12-02, third
+  session; cut off by the session's end after step 2,000, final score never seen): step 1,000 colour 0.56 count
+  0.91 position 0.33 presence 0.73 relation 0.39 shape 0.74 size 0.52; step 2,000 colour 0.44 count 0.97
+  position 0.48 presence 0.94 relation 0.54 shape 0.84 size 0.48 -- no faster than two layers (at step 2,000:
+  size 0.72, relation 0.66).
 * Not measured (no time left on one core): "lines", lr 2e-3, width 256, 3-4 layers on the drill, a
   curriculum from one-object scenes, a run long enough (GPU) to see whether the binding ever starts.
 """

@@ -39,6 +39,7 @@ read-out weight, "marks" = fraction of training scenes with dots. all-absent pre
 | G | E + marks 0.5 (+ mark read-out per token) | 400 | ~100 | 0.934 | 0.799 | 0.992 | 0.850 | 0.410 | 0.402 | 0.552 / 0.554 |
 | H | G, 15x longer            | 6000 | 952 | 0.974 | 0.903 | 0.993 | 0.977 | 0.848 | 0.996 | 0.561 / 0.560 |
 | I | H with the centre-only dot target, 3000 steps | 3000 | 439 | 0.939 | 0.870 | 0.995 | 0.931 | 0.497 | 0.999 | 0.553 / 0.549 |
+| J | H, 8000 steps, built by `minillava zoo build --recipe vit` (build.make_clip), probed at layer -2 | 8000 | 1532 incl. probes | 0.973 | 0.913 | 0.993 | 0.982 | 0.882 | 0.995 | 0.563 / 0.592 |
 | shipped RegNet (reference) | - | 1600 | - | >= 0.95 (gate) | >= 0.95 (gate) | 0.966 | 0.895 | 0.876 | 0.31 (issue) | 0.555 / 0.559 |
 
 Commands: A `--steps 400 --lr 3e-3 --patch 8`; B adds `--token-weight 1`; C `--lr 1e-3`;
@@ -46,6 +47,15 @@ D `--patch 16`; E `--pos-weight 1`; F `--steps 2400`; G `--mark-frac 0.5 --dot-p
 (dots identical for toyworld's rule, 2 px and 3 px: 0.552/0.554, 0.552/0.554, 0.551/0.554);
 H `--steps 6000 --token-weight 1 --lr 1e-3 --patch 16 --pos-weight 1 --mark-frac 0.5 --dot-px 0 2 3`;
 I the same with `--steps 3000` (no --dot-px) and the centre-only dot target of token_targets.
+
+J (2026-12-02, third session; the build recipe VIT with the shipped tokenizer, probes at layer -2, 1532 s
+with its probes on a shared core): presence_worst 0.916; count 0.913 still misses 0.97 at 8,000 steps;
+object_dot_probe 0.307 (64 px) / 0.500 (tiles), chance ~0.2 -- the centre-only dot target lets the tiles'
+tokens name an object's dot at half the time, the scene-level pooled dot probe stays at 0.56 / 0.59.
+The assistant on it (`minillava pipeline --vision DIR/toy-vision`, the shipped toy-lm, everything else
+default): VQA 0.690 against 0.710 with the RegNet, POPE random F1 0.912 (yes 0.491) against 0.923, CHAIR_s
+0.210 against 0.180, 150 s. A better-probing tower alone does not lift the assistant: the LM's reading
+of the scene (0.80) is the bottleneck (benchmarks/lm_layouts.py).
 
 H in detail: presence_worst 0.940; dots with 2 px / 3 px dots 0.557 / 0.558 and 0.558 / 0.560;
 object_dot_probe 0.196 (64 px) / 0.236 (tiles), chance ~ 0.2; at layer -2 (LLaVA's) colour 0.993,
