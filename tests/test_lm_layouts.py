@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import lm_layouts  # noqa: E402
 
+import torch  # noqa: E402
 from minillava.data import rules  # noqa: E402
 from minillava.toyworld import make_scene  # noqa: E402
 
@@ -37,7 +38,7 @@ def test_teacher_forced_score_matches_greedy_decoding():
     # the same questions (eval_items' own rng) decoded greedily give the same count of right answers
     rng = lm_layouts.random.Random("lm-layouts-eval")
     pairs = [(rules.scene_text(s.annotation()) + "\n" + q, a)
-             for s in lm_layouts.held_out_scenes(6, offset=300_000)
+             for s in lm_layouts.gates.held_out_scenes(6, offset=300_000)
              for q, a in rules.short_answer_qa(s.annotation(), rng, 8)]
     greedy = toy_lm.answer(lm, tokenizer, [q for q, _ in pairs], max_new_tokens=8)
     right = sum(g == a for g, (_, a) in zip(greedy, pairs))
@@ -72,3 +73,21 @@ def test_train_lm_calls_back_during_training_but_not_after_the_last_step():
     toy_lm.train_lm(tokenizer, samples, dataclasses.replace(QUICK, lm_steps=7, lm_batch=2), log=lambda _: None,
                     every=(3, lambda step, model: seen.append(step)))
     assert seen == [3, 6]   # after steps 3 and 6 of 7; the final model is measured by the caller
+
+
+def test_train_lm_continues_a_given_model_instead_of_a_fresh_one():
+    import dataclasses
+
+    from minillava.backbones import toy_lm, zoo
+    from minillava.backbones.recipe import QUICK
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    samples = lm_layouts.training_samples("default", 8, tokenizer)
+    recipe = dataclasses.replace(QUICK, lm_steps=3, lm_batch=2)
+    first, _ = toy_lm.train_lm(tokenizer, samples, recipe, log=lambda _: None)
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    again, _ = toy_lm.train_lm(tokenizer, samples, recipe, log=lambda _: None, init=first)
+    assert again is first   # trained further in place: a curriculum's second text
+    assert any(not torch.equal(before[k], v) for k, v in again.state_dict().items())
+    fresh, _ = toy_lm.train_lm(tokenizer, samples, recipe, log=lambda _: None)
+    # the same seed and data from scratch give the first model again, not the continued one
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())

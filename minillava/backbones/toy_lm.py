@@ -46,14 +46,17 @@ def tokenize_documents(documents, tokenizer) -> list[dict]:
 
 
 def train_lm(tokenizer, samples: list[dict], recipe: Recipe, log=print,
-             config: LlamaConfig | None = None, every=None) -> tuple[LlamaForCausalLM, list[float]]:
+             config: LlamaConfig | None = None, every=None,
+             init: LlamaForCausalLM | None = None) -> tuple[LlamaForCausalLM, list[float]]:
     """Next-token training on the answers of ``samples``, batches grouped by length.
 
     config: the model's shape (default: ``lm_config``); experiments try others with the same loop.
     every: (n, fn) calls fn(step, model) after every n-th step, to measure a training as it goes.
+    init: train this model further instead of a fresh one (a curriculum: one text, then another).
     """
     torch.manual_seed(recipe.seed)
-    model = LlamaForCausalLM(config or lm_config(tokenizer))
+    model = init if init is not None else LlamaForCausalLM(config or lm_config(tokenizer))
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lm_lr, weight_decay=0.01)
     lengths = [len(s["input_ids"]) for s in samples]
     batches, epoch, losses = [], 0, []
