@@ -111,6 +111,14 @@ is the leftmost"). Those are the questions that need two lookups or a list; the 
   0.91 position 0.33 presence 0.73 relation 0.39 shape 0.74 size 0.52; step 2,000 colour 0.44 count 0.97
   position 0.48 presence 0.94 relation 0.54 shape 0.84 size 0.48 -- no faster than two layers (at step 2,000:
   size 0.72, relation 0.66).
+* THE 6,000-STEP DRILL DOES NOT REPEAT ITS 0.922 (2026-12-03). The same command as the 6,000-step row
+  (``--steps 6000 --scenes 40000``, only --save added and no --eval-every, whose scoring should change nothing
+  the training sees), on this session's machine and environment (torch 2.13.0, transformers 5.24.0; the first
+  run's versions were not recorded), reads at 0.863: colour 0.785,
+  count 0.964, position 0.587, presence 0.977, relation 0.719, shape 0.839, size 0.932; final loss 0.125
+  against 0.068. One thread and fixed seeds make a run repeatable on one machine, not across machines; the
+  binding is a late, abrupt transition, so small numeric differences move it. Treat one run's topic scores
+  as +-0.1 and compare arms over seeds.
 * THE MIX DOES NOT BIND SIZE, EVEN MOSTLY DRILL (2026-12-03). ``--mix short_answer=40 --steps 10000 --scenes 80000
   --eval-every 2000 --save DIR``: the toy text's own mix (toy_text.lm_documents) with short-answer documents at
   weight 40 instead of 5 (78 % of the documents; each is 4-8 of the drill's questions with its written scene),

@@ -28,7 +28,9 @@ def lm_config(tokenizer) -> LlamaConfig:
     (0.65). The LM reads as well on its training scenes as on held-out ones: it under-learns.
     On a reading drill alone (every document a scene and eight short-answer questions), the same
     shape binds once its schedule is long enough: 6,000 steps read at 0.922 (size 1.00, position
-    0.88, colour 0.72, relation 0.77) where 3,000 read at 0.710 (2026-12-02, benchmarks/lm_layouts.py)."""
+    0.88, colour 0.72, relation 0.77) where 3,000 read at 0.710 (2026-12-02, benchmarks/lm_layouts.py; the same
+    command in another session read at 0.863: the binding's timing is fragile). But reading the text better
+    does not make a better assistant: benchmarks/bench_pipeline.py's table (issue 19) swaps this LM for others."""
     return LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384,
                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                        max_position_embeddings=1024, tie_word_embeddings=True,
