@@ -14,8 +14,9 @@ OUT/bench.json.
 WHICH PART LIMITS THE ASSISTANT? (issue 19, 2026-12-02/03; one run each, seed 0, a 2-core CPU shared with
 one or two other trainings, so the seconds are noisy). `minillava pipeline` with one backbone swapped, or its
 stage budgets tripled; VQA, POPE (random) and CHAIR on the pipeline's own 100 held-out scenes; the looking
-test (eval.failures.looking_test) on 200 other held-out scenes (scenes.eval_seeds(200, seed=9)): accuracy
-with the right image, a blank one, another scene's, and the gap (right minus the better of the other two).
+test (``python benchmarks/looking.py OUT/assistant``: eval.failures.looking_test on 200 other held-out scenes,
+scenes.eval_seeds(200, seed=9)): accuracy with the right image, a blank one, another scene's, and the gap
+(right minus the better of the other two).
 The LMs' text reading is benchmarks/lm_layouts.py's score (1,600 questions on written held-out scenes).
 
 | toy-lm (its text reading) | tower | stages | VQA | POPE F1 (yes) | CHAIR_s (mentions) | looking: right / blank / other, gap |

@@ -1,0 +1,54 @@
+"""Does a saved assistant look? Issue 19 §2's looking test, as one command.
+
+eval.failures.looking_test asks every toy_vqa question of held-out scenes three times: with the right
+image, a blank one, and another scene's. An assistant that answers from the image loses accuracy
+without it; one that answers from the question's wording alone does not. The issue's measure is the
+gap: accuracy with the right image minus the better of the other two (target >= 0.45).
+
+    python benchmarks/looking.py runs/pipeline/assistant                # 200 scenes, eval_seeds(200, seed=9)
+    python benchmarks/looking.py runs/pipeline/assistant --scenes 60 --out looking.json
+
+One torch thread. Measured figures are in benchmarks/bench_pipeline.py's docstring.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from minillava.eval import failures
+from minillava.eval.scenes import eval_seeds
+
+
+def looking(assistant, seeds: list[int]) -> dict:
+    """{"accuracy": {view: float}, "gap", "changed", "by_topic": {topic: right-image accuracy}}."""
+    test = failures.looking_test(assistant, seeds)
+    accuracy = test["accuracy"]
+    gap = accuracy["right image"] - max(accuracy["blank image"], accuracy["another scene's image"])
+    by_topic = failures.accuracy_by_topic(test["samples"]["right image"])
+    return {"accuracy": {view: round(a, 3) for view, a in accuracy.items()}, "gap": round(gap, 3),
+            "changed": round(test["changed"], 3), "scenes": len(seeds),
+            "by_topic": {t: round(v["accuracy"], 3) for t, v in by_topic.items()}}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("assistant", help="a folder saved by minillava.chat.save_assistant (a pipeline's OUT/assistant)")
+    parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=9, help="which held-out scenes (scenes.eval_seeds)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not Path(args.assistant).is_dir():
+        parser.error(f"{args.assistant} is not a saved assistant folder; pass a pipeline's OUT/assistant")
+    from minillava.chat import load_assistant   # transformers: only once the arguments are known to be good
+    torch.set_num_threads(1)
+    result = looking(load_assistant(args.assistant), eval_seeds(args.scenes, seed=args.seed))
+    print(json.dumps(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
