@@ -41,3 +41,11 @@ def test_a_missing_assistant_folder_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         looking.main([str(tmp_path / "nowhere")])
     assert exit_.value.code == 2 and "not a saved assistant folder" in capsys.readouterr().err
+
+
+def test_by_objects_groups_scenes_by_how_many_objects_they_hold():
+    from minillava.toyworld import make_scene
+    groups = looking.by_objects(eval_seeds(60, seed=9), per_group=5)
+    assert set(groups) == {"1", "2", "3+"} and all(1 <= len(g) <= 5 for g in groups.values())
+    counts = {name: {len(make_scene(s).objects) for s in seeds} for name, seeds in groups.items()}
+    assert counts["1"] == {1} and counts["2"] == {2} and min(counts["3+"]) >= 3

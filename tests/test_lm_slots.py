@@ -1,0 +1,42 @@
+"""benchmarks/lm_slots.py (issue 19): a slot is one token of the written scene that embeds as the sum of
+its words' embeddings, and the training reaches those word rows through it."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import lm_slots  # noqa: E402
+
+import torch  # noqa: E402
+from minillava.backbones import zoo  # noqa: E402
+from minillava.toyworld import Scene, make_scene  # noqa: E402
+
+
+def test_every_object_is_one_slot_token_holding_its_words():
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    first, combos = lm_slots.add_slots(tokenizer)
+    for seed in range(20):
+        ann = make_scene(seed).annotation()
+        ids = tokenizer.encode(lm_slots.slot_scene(ann), add_special_tokens=False)
+        slots = [i for i in ids if i >= first]
+        assert len(slots) == len(ann["objects"])   # one position per object, no more
+        objects = sorted(Scene.from_annotation(ann).objects, key=lambda o: o.box[0])
+        for slot, o in zip(slots, objects):   # left to right, each slot's words are its object's
+            words = [w for w in combos[slot - first].tolist() if w >= 0]
+            assert tokenizer.decode(words).split() == [o.size, o.color, o.shape, *lm_slots.lm_layouts._place(o).split()]
+
+
+def test_a_slot_embeds_as_the_sum_of_its_words_and_trains_them():
+    base = torch.nn.Embedding(10, 4)
+    combos = torch.tensor([[1, 2, -1], [3, 4, 5]])
+    embed = lm_slots.SlotEmbedding(base, first_slot=10, combos=combos)
+    ids = torch.tensor([[0, 10, 7, 11]])
+    out = embed(ids)
+    w = base.weight
+    torch.testing.assert_close(out[0, 0], w[0])
+    torch.testing.assert_close(out[0, 1], w[1] + w[2])
+    torch.testing.assert_close(out[0, 2], w[7])
+    torch.testing.assert_close(out[0, 3], w[3] + w[4] + w[5])
+    out[0, 1].sum().backward()   # only the slot's own words receive its gradient
+    touched = (w.grad.abs().sum(1) > 0).nonzero().flatten().tolist()
+    assert touched == [1, 2]
