@@ -39,6 +39,10 @@ FINDINGS (2026-12-03, one core of a 2-core CPU shared with another job; SE about
 * Trained on the shipped toy text with its scenes in slots (3,000 steps), the LM keeps its other skills
   (world knowledge 0.975) and reads shape perfectly (1.00: "which shape is green" is one slot's shape) but
   binds nothing: size 0.56, position 0.29, relation 0.42.
+* As an assistant (``minillava pipeline --language DIR``, default stages) it is worse than the shipped LM:
+  RegNet VQA 0.69, POPE F1 0.58 (yes 0.44), descriptions that name almost no object (5 mentions in 100:
+  CHAIR_s 0.01 says nothing); CLIP ViT (run J) VQA 0.665, POPE 0.61. Size 0.30 and position 0.17 by the
+  looking test. Rows in benchmarks/bench_pipeline.py.
 """
 
 import argparse
