@@ -59,18 +59,28 @@ def main(argv=None) -> dict:
                         help="also the test on scenes of 1, 2 and 3+ objects (reading without binding, see above)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not Path(args.assistant).is_dir():
-        parser.error(f"{args.assistant} is not a saved assistant folder; pass a pipeline's OUT/assistant")
-    from minillava.chat import load_assistant   # transformers: only once the arguments are known to be good
-    torch.set_num_threads(1)
-    assistant = load_assistant(args.assistant)
+    assistant = load_saved(parser, args.assistant)
     result = looking(assistant, eval_seeds(args.scenes, seed=args.seed))
     if args.by_objects:
         groups = by_objects(eval_seeds(3 * args.scenes, seed=args.seed), args.scenes)
         result["by_objects"] = {n: looking(assistant, seeds) for n, seeds in groups.items() if len(seeds) >= 2}
+    return report(result, args.out)
+
+
+def load_saved(parser: argparse.ArgumentParser, folder: str):
+    """The saved assistant in folder, on one torch thread; a one-line error if it is not one."""
+    if not Path(folder).is_dir():
+        parser.error(f"{folder} is not a saved assistant folder; pass a pipeline's OUT/assistant")
+    from minillava.chat import load_assistant   # transformers: only once the arguments are known to be good
+    torch.set_num_threads(1)
+    return load_assistant(folder)
+
+
+def report(result: dict, out: Path | None) -> dict:
+    """Print the result as one JSON line, and write it to out if given."""
     print(json.dumps(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if out:
+        out.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 

@@ -24,7 +24,6 @@ One torch thread, about a minute. Measured figures are in benchmarks/bench_pipel
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -36,6 +35,8 @@ from minillava.backbones.toy_vit import centre_token
 from minillava.data.rules import FORMAT_PROMPT
 from minillava.eval.scenes import eval_seeds
 from minillava.toyworld import COLORS, SHAPES, SIZES, make_scene, render
+
+from looking import load_saved, report
 
 ATTRIBUTES = {"colour": list(COLORS), "size": list(SIZES), "shape": list(SHAPES),
               "column": [0, 1, 2], "row": [0, 1, 2]}   # column, row: the object's centre on a 3 x 3 grid
@@ -144,16 +145,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--questions", type=int, default=1200, help="size questions for steps 3-4")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not Path(args.assistant).is_dir():
-        parser.error(f"{args.assistant} is not a saved assistant folder; pass a pipeline's OUT/assistant")
-    from minillava.chat import load_assistant   # transformers: only once the arguments are known to be good
-    torch.set_num_threads(1)
-    assistant = load_assistant(args.assistant)
-    result = {**object_tokens(assistant, args.scenes), "size question": size_answers(assistant, args.questions)}
-    print(json.dumps(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    assistant = load_saved(parser, args.assistant)
+    return report({**object_tokens(assistant, args.scenes), "size question": size_answers(assistant, args.questions)},
+                  args.out)
 
 
 if __name__ == "__main__":
