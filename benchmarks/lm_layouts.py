@@ -262,6 +262,11 @@ def score(lm, items, pad_id: int, chunk: int = 200) -> dict:
             "n_by_topic": {t: len(v) for t, v in sorted(right.items())}}
 
 
+def mix_weights(text: str) -> dict[str, float]:
+    """--mix's "short_answer=40,detail=1" -> {"short_answer": 40.0, "detail": 1.0} ('' -> {}: the mix as shipped)."""
+    return {k: float(w) for k, w in (part.split("=") for part in text.split(",") if part)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--layout", choices=list(LAYOUTS), default="default")
@@ -293,8 +298,8 @@ def main(argv=None) -> dict:
     if args.mix is not None:   # the toy text itself (toy_text.lm_documents), reweighted
         if args.layout != "default" or args.supervise != "answers":
             parser.error("--mix trains on the toy text as toy_lm does: default layout, answers supervised")
-        weights = {k: float(w) for k, w in (part.split("=") for part in args.mix.split(",") if part)}
-        samples = toy_lm.tokenize_documents(toy_text.lm_documents(args.scenes, weights=weights), tokenizer)
+        samples = toy_lm.tokenize_documents(toy_text.lm_documents(args.scenes, weights=mix_weights(args.mix)),
+                                            tokenizer)
     else:
         samples = training_samples(args.layout, args.scenes, tokenizer, supervise=args.supervise)
     items = eval_items(args.layout, args.eval_scenes, tokenizer)

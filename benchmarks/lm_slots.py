@@ -127,12 +127,13 @@ def add_slots(tokenizer) -> tuple[int, torch.Tensor]:
               for size, colour, shape, place in itertools.product(SIZES, COLORS, SHAPES, PLACES)]
     first = len(tokenizer)
     tokenizer.add_tokens([slot_token(c) for c in combos], special_tokens=True)
+    width = max(map(len, combos))   # the most words in a slot: size, colour, shape and a two-word place
     word_ids = []
     for combo in combos:
         ids = [tokenizer.encode(" " + w, add_special_tokens=False) for w in combo]
         if any(len(i) != 1 for i in ids):
             raise SystemExit(f"a slot word is not one token: {combo} -> {ids}")
-        word_ids.append([i[0] for i in ids] + [-1] * (5 - len(ids)))
+        word_ids.append([i[0] for i in ids] + [-1] * (width - len(ids)))
     return first, torch.tensor(word_ids)
 
 
@@ -177,16 +178,15 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     tokenizer = zoo.load_tokenizer("toy-lm")
     first_slot, combos = add_slots(tokenizer)
-    lm_layouts.LAYOUTS["slots"] = slot_scene
+    lm_layouts.LAYOUTS["slots"] = slot_scene   # so that lm_layouts' drill and held-out questions write slots
     if args.mix is not None:
-        weights = {k: float(w) for k, w in (part.split("=") for part in args.mix.split(",") if part)}
-        samples = toy_lm.tokenize_documents(slot_documents(args.scenes, weights), tokenizer)
+        samples = toy_lm.tokenize_documents(slot_documents(args.scenes, lm_layouts.mix_weights(args.mix)), tokenizer)
     else:
         samples = lm_layouts.training_samples("slots", args.scenes, tokenizer)
     items = lm_layouts.eval_items("slots", args.eval_scenes, tokenizer)
     assert any(i >= first_slot for s in samples[:50] for i in s["input_ids"]), "the slots did not tokenise as slots"
-    config = toy_lm.lm_config(tokenizer)   # vocab_size = len(tokenizer): the slots included
-    model = LlamaForCausalLM.from_pretrained(args.init) if args.init else LlamaForCausalLM(config)
+    # a fresh LM's vocab_size is len(tokenizer): the slots included
+    model = LlamaForCausalLM.from_pretrained(args.init) if args.init else LlamaForCausalLM(toy_lm.lm_config(tokenizer))
     model.model.embed_tokens = SlotEmbedding(model.model.embed_tokens, first_slot, combos)
     recipe = dataclasses.replace(FULL, lm_steps=args.steps, lm_lr=args.lr, lm_batch=args.batch)
     prep = time.perf_counter() - start

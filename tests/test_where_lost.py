@@ -22,7 +22,7 @@ def test_separation_is_the_class_distance_over_the_spread_along_it():
     # d' = distance / std of all rows along it: 4 / sqrt(1 + 4) and 0.5 / sqrt(1 + 0.0625)
     assert where_lost.separation(strong, y) == pytest.approx(4 / 5 ** 0.5, rel=0.05)
     assert where_lost.separation(weak, y) == pytest.approx(0.5 / 1.0625 ** 0.5, rel=0.1)
-    assert where_lost.probe(strong, y, 2) > 0.95 and where_lost.probe(weak, y, 2) < 0.7
+    assert where_lost.probe(strong, y, 2).mean() > 0.95 and where_lost.probe(weak, y, 2).mean() < 0.7
 
 
 def test_the_command_follows_size_through_an_untrained_assistant(tmp_path, capsys):
