@@ -73,11 +73,13 @@ from transformers import LlamaForCausalLM
 from minillava.backbones import gates, toy_lm, toy_text, zoo
 from minillava.data import rules
 from minillava.backbones.recipe import FULL, final_loss
-from minillava.toyworld import COLORS, SHAPES, SIZES, TRAIN_SEEDS, Scene, make_scene
+from minillava.backbones.toy_vit import centre_token
+from minillava.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, TRAIN_SEEDS, Scene, make_scene
 
 import lm_layouts
 
 PLACES = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
+GRID = 4   # both toy towers give a 4 x 4 map of tokens (the RegNet's last stage, the ViT's 16 px patches)
 
 
 def slot_token(words) -> str:
@@ -94,6 +96,31 @@ def slot_scene(annotation: dict) -> str:
     objs = sorted(scene.objects, key=lambda o: o.box[0])
     return f"On a {scene.background} background, from left to right: " + \
         "".join(slot_token(slot_words(o)) for o in objs) + "."
+
+
+def grid_scene(annotation: dict, grid: int = GRID) -> str:
+    """The written scene as the tower shows it: grid x grid slots in raster order, one per image token.
+
+    An object is written in the cell under its centre as <slot:size colour shape>, with no place words:
+    like an image token, a slot states its place only by where it stands in the sequence. An empty cell
+    is <slot:BACKGROUND>. Two objects centred in one cell (0.3 % of scenes) give that cell two slots.
+    """
+    scene = Scene.from_annotation(annotation)
+    cells = [[] for _ in range(grid * grid)]
+    for o in sorted(scene.objects, key=lambda o: o.box[0]):
+        cells[centre_token(o.box, grid)].append(slot_token((o.size, o.color, o.shape)))
+    return "".join("".join(c) if c else slot_token((scene.background,)) for c in cells)
+
+
+SCENES = {"objects": slot_scene, "grid": grid_scene}
+
+
+def slot_combos(layout: str) -> list[tuple[str, ...]]:
+    """Every slot the layout can write, in a fixed order (so a saved LM's slot ids stay valid for --init)."""
+    if layout == "objects":
+        return [(size, colour, shape, *place.split())
+                for size, colour, shape, place in itertools.product(SIZES, COLORS, SHAPES, PLACES)]
+    return [(b,) for b in BACKGROUNDS] + list(itertools.product(SIZES, COLORS, SHAPES))
 
 
 class SlotEmbedding(nn.Module):
@@ -121,10 +148,9 @@ class SlotEmbedding(nn.Module):
         return out
 
 
-def add_slots(tokenizer) -> tuple[int, torch.Tensor]:
+def add_slots(tokenizer, layout: str = "objects") -> tuple[int, torch.Tensor]:
     """Add one token per slot to the tokenizer; (first slot id, the slots' word ids)."""
-    combos = [(size, colour, shape, *place.split())
-              for size, colour, shape, place in itertools.product(SIZES, COLORS, SHAPES, PLACES)]
+    combos = slot_combos(layout)
     first = len(tokenizer)
     tokenizer.add_tokens([slot_token(c) for c in combos], special_tokens=True)
     width = max(map(len, combos))   # the most words in a slot: size, colour, shape and a two-word place
@@ -137,7 +163,7 @@ def add_slots(tokenizer) -> tuple[int, torch.Tensor]:
     return first, torch.tensor(word_ids)
 
 
-def slot_documents(n: int, weights: dict[str, float]) -> list[tuple[str, list[dict]]]:
+def slot_documents(n: int, weights: dict[str, float], layout: str = "objects") -> list[tuple[str, list[dict]]]:
     """toy_text.lm_documents (the shipped LM's text, reweighted), every written scene in slots.
 
     lm_documents writes scene i of TRAIN_SEEDS as rules.scene_text, deterministically, so the
@@ -147,7 +173,7 @@ def slot_documents(n: int, weights: dict[str, float]) -> list[tuple[str, list[di
     for seed, (_, messages) in zip(TRAIN_SEEDS, documents):
         ann = make_scene(seed).annotation()
         first = messages[0]
-        first["content"] = first["content"].replace(rules.scene_text(ann), slot_scene(ann))
+        first["content"] = first["content"].replace(rules.scene_text(ann), SCENES[layout](ann))
     return documents
 
 
@@ -162,6 +188,8 @@ def save(lm, tokenizer, folder: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layout", choices=list(SCENES), default="objects",
+                        help="objects: one slot per object, with its place words; grid: one slot per image token")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -177,10 +205,10 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     tokenizer = zoo.load_tokenizer("toy-lm")
-    first_slot, combos = add_slots(tokenizer)
-    lm_layouts.LAYOUTS["slots"] = slot_scene   # so that lm_layouts' drill and held-out questions write slots
+    first_slot, combos = add_slots(tokenizer, args.layout)
+    lm_layouts.LAYOUTS["slots"] = SCENES[args.layout]   # so that lm_layouts' drill and held-out questions write slots
     if args.mix is not None:
-        samples = toy_lm.tokenize_documents(slot_documents(args.scenes, lm_layouts.mix_weights(args.mix)), tokenizer)
+        samples = toy_lm.tokenize_documents(slot_documents(args.scenes, lm_layouts.mix_weights(args.mix), args.layout), tokenizer)
     else:
         samples = lm_layouts.training_samples("slots", args.scenes, tokenizer)
     items = lm_layouts.eval_items("slots", args.eval_scenes, tokenizer)
@@ -198,7 +226,7 @@ def main(argv=None) -> dict:
     lm, losses = toy_lm.train_lm(tokenizer, samples, recipe, log=lambda line: print(line, flush=True),
                                  every=(args.eval_every, progress) if args.eval_every else None, init=model)
     train_s = time.perf_counter() - start - prep
-    record = {"layout": "slots", "steps": args.steps, "batch": args.batch, "lr": args.lr,
+    record = {"layout": f"slots ({args.layout})", "steps": args.steps, "batch": args.batch, "lr": args.lr,
               "final_loss": round(final_loss(losses), 4), "train_seconds": round(train_s, 1),
               "mix": args.mix, "init": str(args.init) if args.init else None,
               **lm_layouts.score(lm, items, tokenizer.pad_token_id)}

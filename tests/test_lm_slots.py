@@ -40,3 +40,27 @@ def test_a_slot_embeds_as_the_sum_of_its_words_and_trains_them():
     out[0, 1].sum().backward()   # only the slot's own words receive its gradient
     touched = (w.grad.abs().sum(1) > 0).nonzero().flatten().tolist()
     assert touched == [1, 2]
+
+
+def test_the_grid_layout_is_one_slot_per_image_token_with_objects_under_their_centres():
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    first, combos = lm_slots.add_slots(tokenizer, "grid")
+    grid = lm_slots.GRID
+    for seed in range(30):
+        ann = make_scene(seed).annotation()
+        scene = Scene.from_annotation(ann)
+        ids = tokenizer.encode(lm_slots.grid_scene(ann), add_special_tokens=False)
+        assert all(i >= first for i in ids)   # nothing but slots: the place is the index
+        words = [tokenizer.decode([w for w in combos[i - first].tolist() if w >= 0]).split() for i in ids]
+        centres = {lm_slots.centre_token(o.box, grid) for o in scene.objects}
+        if len(centres) < len(scene.objects):
+            continue   # two objects under one token: that cell writes two slots (rare; not this check's case)
+        assert len(ids) == grid * grid
+        for cell, w in enumerate(words):
+            here = [o for o in scene.objects if lm_slots.centre_token(o.box, grid) == cell]
+            assert w == ([here[0].size, here[0].color, here[0].shape] if here else [scene.background])
+            if here:   # the cell agrees with the place the world's words give, where they can agree
+                row, col = divmod(cell, grid)
+                place = lm_slots.lm_layouts._place(here[0])
+                assert ("left" in place) == (col == 0) or col == 1
+                assert ("top" in place) == (row == 0) or row == 1
