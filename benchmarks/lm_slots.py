@@ -74,6 +74,7 @@ from minillava.backbones import gates, toy_lm, toy_text, zoo
 from minillava.data import rules
 from minillava.backbones.recipe import FULL, final_loss
 from minillava.backbones.toy_vit import centre_token
+from minillava.splicing import IGNORE_INDEX
 from minillava.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, TRAIN_SEEDS, Scene, make_scene
 
 import lm_layouts
@@ -177,6 +178,26 @@ def slot_documents(n: int, weights: dict[str, float], layout: str = "objects") -
     return documents
 
 
+def scene_captions(documents, samples: list[dict], layout: str, tokenizer) -> int:
+    """Put each caption document's scene before its caption, unsupervised, as stage 1 puts the image.
+
+    The toy text's caption documents are stage 1's layout without the image (BOS, caption, newline):
+    an LM trained on them learns to caption from nothing. Here the slots come first, so that
+    stage 1 asks the LM for what it already does (caption the scene in front of it) and the
+    projector need only put the image tokens where the slots were. Returns how many it changed.
+    """
+    changed = 0
+    for seed, (template, _), sample in zip(TRAIN_SEEDS, documents, samples):
+        if template != "plain":
+            continue
+        scene = tokenizer.encode(SCENES[layout](make_scene(seed).annotation()), add_special_tokens=False)
+        bos = int(sample["input_ids"][:1] == [tokenizer.bos_token_id])
+        sample["input_ids"][bos:bos] = scene
+        sample["labels"][bos:bos] = [IGNORE_INDEX] * len(scene)
+        changed += 1
+    return changed
+
+
 def save(lm, tokenizer, folder: Path) -> None:
     """The LM as a plain LlamaForCausalLM (its word table holds the slots' rows, unused), and the tokenizer."""
     wrapped = lm.model.embed_tokens
@@ -198,6 +219,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-every", type=int, default=0, help="also score the first 400 questions every N steps")
     parser.add_argument("--mix", default=None, help="train on the toy text's mix (toy_text.lm_documents, these kind "
                         "weights replacing its own, '' for none) with its scenes in slots, instead of the drill")
+    parser.add_argument("--scene-captions", action="store_true",
+                        help="with --mix: caption documents read their scene first (stage 1's layout, slots for the image)")
     parser.add_argument("--init", type=Path, default=None, help="train this saved slot LM further (a --save)")
     parser.add_argument("--save", type=Path, default=None, help="save the trained LM and tokenizer here")
     parser.add_argument("--out", type=Path, default=None)
@@ -208,7 +231,10 @@ def main(argv=None) -> dict:
     first_slot, combos = add_slots(tokenizer, args.layout)
     lm_layouts.LAYOUTS["slots"] = SCENES[args.layout]   # so that lm_layouts' drill and held-out questions write slots
     if args.mix is not None:
-        samples = toy_lm.tokenize_documents(slot_documents(args.scenes, lm_layouts.mix_weights(args.mix), args.layout), tokenizer)
+        documents = slot_documents(args.scenes, lm_layouts.mix_weights(args.mix), args.layout)
+        samples = toy_lm.tokenize_documents(documents, tokenizer)
+        if args.scene_captions:
+            print(f"{scene_captions(documents, samples, args.layout, tokenizer)} caption documents read their scene", flush=True)
     else:
         samples = lm_layouts.training_samples("slots", args.scenes, tokenizer)
     items = lm_layouts.eval_items("slots", args.eval_scenes, tokenizer)
@@ -228,7 +254,7 @@ def main(argv=None) -> dict:
     train_s = time.perf_counter() - start - prep
     record = {"layout": f"slots ({args.layout})", "steps": args.steps, "batch": args.batch, "lr": args.lr,
               "final_loss": round(final_loss(losses), 4), "train_seconds": round(train_s, 1),
-              "mix": args.mix, "init": str(args.init) if args.init else None,
+              "mix": args.mix, "scene_captions": args.scene_captions, "init": str(args.init) if args.init else None,
               **lm_layouts.score(lm, items, tokenizer.pad_token_id)}
     if args.mix is not None:   # the mix teaches more than reading: is the world knowledge there too?
         record["knowledge"] = gates.knowledge_accuracy(lm, tokenizer)

@@ -64,3 +64,22 @@ def test_the_grid_layout_is_one_slot_per_image_token_with_objects_under_their_ce
                 place = lm_slots.lm_layouts._place(here[0])
                 assert ("left" in place) == (col == 0) or col == 1
                 assert ("top" in place) == (row == 0) or row == 1
+
+
+def test_scene_captions_put_the_scene_unsupervised_where_stage_1_puts_the_image():
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    lm_slots.add_slots(tokenizer, "grid")
+    documents = lm_slots.slot_documents(60, {}, "grid")
+    samples = lm_slots.toy_lm.tokenize_documents(documents, tokenizer)
+    before = [dict(input_ids=list(s["input_ids"]), labels=list(s["labels"])) for s in samples]
+    changed = lm_slots.scene_captions(documents, samples, "grid", tokenizer)
+    plain = [i for i, (template, _) in enumerate(documents) if template == "plain"]
+    assert changed == len(plain) > 0
+    for i, (old, new) in enumerate(zip(before, samples)):
+        if i not in plain:
+            assert new == old
+            continue
+        scene = tokenizer.encode(lm_slots.grid_scene(make_scene(lm_slots.TRAIN_SEEDS[i]).annotation()),
+                                 add_special_tokens=False)
+        assert new["input_ids"] == old["input_ids"][:1] + scene + old["input_ids"][1:]   # after BOS, as <image>
+        assert new["labels"] == old["labels"][:1] + [lm_slots.IGNORE_INDEX] * len(scene) + old["labels"][1:]
