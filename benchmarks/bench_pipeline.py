@@ -150,12 +150,20 @@ on 1,200 questions; probe = standardised linear probe accuracy, sep = d' between
 
   Size is read from the image in every seed (0.81-0.83, against 0.515: "small" every time); the gap is
   larger on average (0.292 against 0.239, SD ~0.03 a run); VQA does not move (0.735 against 0.732) and POPE
-  F1 is lower in every seed (0.856 against 0.924). POPE's errors (``/tmp``-free rerun: score each POPE
-  sample by what its scene holds) are conjunctions: of 27 random-split objects whose colour and shape are
-  both in the scene on other objects, the slot LM says "yes" to 13, the shipped LM to 1; and it misses 30
-  present objects of 219 (shipped: 14). A slot is a SUM of word vectors, so "green square + red cross" must
-  be told from "green cross" by the LM, where a written phrase keeps "green cross" adjacent. Position is
-  0.244 in every run: one answer for every position question.
+  F1 is lower in every seed (0.856 against 0.924). POPE's errors are conjunctions
+  (``python benchmarks/pope_kinds.py OUT``, random split; seeds 0, 1, 2):
+
+  | POPE question | shipped LM: accuracy | slot curriculum LM: accuracy |
+  |---|---|---|
+  | present (219) | 0.936, 0.927, 0.918 | 0.863, 0.840, 0.904 |
+  | absent; its colour and its shape both on other objects (27) | 0.963, 1.000, 0.852 | 0.519, 0.667, 0.481 |
+  | absent; colour only in the scene (42) | 0.929, 0.929, 0.905 | 0.833, 0.881, 0.881 |
+  | absent; shape only (77) | 0.792, 0.870, 0.857 | 0.831, 0.844, 0.766 |
+  | absent; neither (73) | 1.000, 1.000, 1.000 | 0.959, 0.959, 0.945 |
+
+  A slot is a SUM of word vectors: the LM must tell "green square" + "red cross" from "green cross" by
+  itself, where a written phrase keeps "green cross" adjacent, and the slot LM reads colour from text at only
+  0.69. Position is 0.244 in every run: one answer for every position question.
 * So the next lever is an LM whose pretraining makes it read an attribute out of the SAME position it matched
   (what an image token needs), plus a tower whose size and place directions are strong (d' >= 2), and a gate on
   separation, not only on standardised probes: issue 19 §1's probe targets pass directions too faint for the LM.
