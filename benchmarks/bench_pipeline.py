@@ -164,6 +164,20 @@ on 1,200 questions; probe = standardised linear probe accuracy, sep = d' between
   A slot is a SUM of word vectors: the LM must tell "green square" + "red cross" from "green cross" by
   itself, where a written phrase keeps "green cross" adjacent, and the slot LM reads colour from text at only
   0.69. Position is 0.244 in every run: one answer for every position question.
+* WITH THREE TIMES THE STAGE BUDGETS (``--stage1-steps 3000 --stage2-steps 1500``, seed 0, RegNet; POPE's
+  three splits by ``minillava eval OUT/assistant --tasks pope_popular,pope_adversarial --n 100``):
+
+  | LM | VQA | POPE F1 random / popular / adversarial (yes) | CHAIR_s (mentions) | looking gap | size (looking) | wall |
+  |---|---:|---|---|---:|---:|---:|
+  | shipped LM, default stages | 0.710 | 0.923 / 0.936 / 0.928 (0.51) | 0.18 (192) | 0.255 | 0.455 | 215 s |
+  | shipped LM, 3x stages | 0.745 | 0.966 / 0.970 / 0.970 (0.49) | 0.05 (145) | 0.297 | -- | 592 s |
+  | slot curriculum LM, 3x stages | **0.785** | 0.908 / 0.864 / 0.883 (0.49-0.54) | **0.05 (181)** | **0.320** | **0.909** | 609 s |
+
+  The slot LM with 3x stages is the best VQA of any run (presence 0.99, shape 1.00, size 0.91, count 0.80,
+  colour 0.66, relation 0.48, position 0.22) and the first to meet CHAIR_s <= 0.10 without shorter descriptions
+  (181 mentions in 100). POPE's conjunctions improve with the budget (0.74 right, against 0.48-0.67 at the
+  default budget) but remain its weakness: F1 0.86-0.91 against the shipped LM's 0.97. One seed, one core
+  shared with another job.
 * So the next lever is an LM whose pretraining makes it read an attribute out of the SAME position it matched
   (what an image token needs), plus a tower whose size and place directions are strong (d' >= 2), and a gate on
   separation, not only on standardised probes: issue 19 §1's probe targets pass directions too faint for the LM.
