@@ -99,21 +99,30 @@ def slot_scene(annotation: dict) -> str:
         "".join(slot_token(slot_words(o)) for o in objs) + "."
 
 
-def grid_scene(annotation: dict, grid: int = GRID) -> str:
+def cell_word(i: int) -> str:
+    """The word that names image-token cell i in a slot (an added token of its own, <cellI>)."""
+    return f"cell{i}"
+
+
+def grid_scene(annotation: dict, grid: int = GRID, cells: bool = False) -> str:
     """The written scene as the tower shows it: grid x grid slots in raster order, one per image token.
 
     An object is written in the cell under its centre as <slot:size colour shape>, with no place words:
     like an image token, a slot states its place only by where it stands in the sequence. An empty cell
     is <slot:BACKGROUND>. Two objects centred in one cell (0.3 % of scenes) give that cell two slots.
+    cells=True adds to every slot its cell's own learnt vector (<slot:size colour shape cellI>), as a
+    ViT adds a position embedding to every patch: the place is then in the token, not only in its index.
     """
     scene = Scene.from_annotation(annotation)
-    cells = [[] for _ in range(grid * grid)]
+    where = [(cell_word(i),) if cells else () for i in range(grid * grid)]
+    slots = [[] for _ in range(grid * grid)]
     for o in sorted(scene.objects, key=lambda o: o.box[0]):
-        cells[centre_token(o.box, grid)].append(slot_token((o.size, o.color, o.shape)))
-    return "".join("".join(c) if c else slot_token((scene.background,)) for c in cells)
+        i = centre_token(o.box, grid)
+        slots[i].append(slot_token((o.size, o.color, o.shape, *where[i])))
+    return "".join("".join(c) if c else slot_token((scene.background, *where[i])) for i, c in enumerate(slots))
 
 
-SCENES = {"objects": slot_scene, "grid": grid_scene}
+SCENES = {"objects": slot_scene, "grid": grid_scene, "grid_cells": lambda ann: grid_scene(ann, cells=True)}
 
 
 def slot_combos(layout: str) -> list[tuple[str, ...]]:
@@ -121,7 +130,10 @@ def slot_combos(layout: str) -> list[tuple[str, ...]]:
     if layout == "objects":
         return [(size, colour, shape, *place.split())
                 for size, colour, shape, place in itertools.product(SIZES, COLORS, SHAPES, PLACES)]
-    return [(b,) for b in BACKGROUNDS] + list(itertools.product(SIZES, COLORS, SHAPES))
+    contents = [(b,) for b in BACKGROUNDS] + list(itertools.product(SIZES, COLORS, SHAPES))
+    if layout == "grid":
+        return contents
+    return [(*c, cell_word(i)) for i in range(GRID * GRID) for c in contents]
 
 
 class SlotEmbedding(nn.Module):
@@ -152,12 +164,15 @@ class SlotEmbedding(nn.Module):
 def add_slots(tokenizer, layout: str = "objects") -> tuple[int, torch.Tensor]:
     """Add one token per slot to the tokenizer; (first slot id, the slots' word ids)."""
     combos = slot_combos(layout)
+    cells = sorted({w for c in combos for w in c if w.startswith("cell")}, key=lambda w: int(w[4:]))
+    tokenizer.add_tokens([f"<{w}>" for w in cells], special_tokens=True)   # ordinary rows of the table, learnt
     first = len(tokenizer)
     tokenizer.add_tokens([slot_token(c) for c in combos], special_tokens=True)
     width = max(map(len, combos))   # the most words in a slot: size, colour, shape and a two-word place
     word_ids = []
     for combo in combos:
-        ids = [tokenizer.encode(" " + w, add_special_tokens=False) for w in combo]
+        ids = [[tokenizer.convert_tokens_to_ids(f"<{w}>")] if w.startswith("cell") else
+               tokenizer.encode(" " + w, add_special_tokens=False) for w in combo]
         if any(len(i) != 1 for i in ids):
             raise SystemExit(f"a slot word is not one token: {combo} -> {ids}")
         word_ids.append([i[0] for i in ids] + [-1] * (width - len(ids)))
@@ -241,6 +256,8 @@ def main(argv=None) -> dict:
     assert any(i >= first_slot for s in samples[:50] for i in s["input_ids"]), "the slots did not tokenise as slots"
     # a fresh LM's vocab_size is len(tokenizer): the slots included
     model = LlamaForCausalLM.from_pretrained(args.init) if args.init else LlamaForCausalLM(toy_lm.lm_config(tokenizer))
+    if model.get_input_embeddings().num_embeddings != len(tokenizer):   # --init from another layout's LM
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.model.embed_tokens = SlotEmbedding(model.model.embed_tokens, first_slot, combos)
     recipe = dataclasses.replace(FULL, lm_steps=args.steps, lm_lr=args.lr, lm_batch=args.batch)
     prep = time.perf_counter() - start

@@ -1,6 +1,7 @@
 """benchmarks/lm_slots.py (issue 19): a slot is one token of the written scene that embeds as the sum of
 its words' embeddings, and the training reaches those word rows through it."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -83,3 +84,17 @@ def test_scene_captions_put_the_scene_unsupervised_where_stage_1_puts_the_image(
                                  add_special_tokens=False)
         assert new["input_ids"] == old["input_ids"][:1] + scene + old["input_ids"][1:]   # after BOS, as <image>
         assert new["labels"] == old["labels"][:1] + [lm_slots.IGNORE_INDEX] * len(scene) + old["labels"][1:]
+
+
+def test_grid_cells_give_every_slot_its_own_cell_vector():
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    first, combos = lm_slots.add_slots(tokenizer, "grid_cells")
+    cell_ids = tokenizer.convert_tokens_to_ids([f"<cell{i}>" for i in range(lm_slots.GRID ** 2)])
+    assert max(cell_ids) < first and len(set(cell_ids)) == lm_slots.GRID ** 2   # learnt rows, not slots
+    plain = lm_slots.grid_scene(make_scene(3).annotation())
+    ids = tokenizer.encode(lm_slots.SCENES["grid_cells"](make_scene(3).annotation()), add_special_tokens=False)
+    assert len(ids) == lm_slots.GRID ** 2 == plain.count("<slot:")
+    for cell, i in enumerate(ids):   # the same contents as the grid layout, plus the cell's own row
+        words = [w for w in combos[i - first].tolist() if w >= 0]
+        assert words[-1] == cell_ids[cell]
+        assert f"<slot:{tokenizer.decode(words[:-1]).strip()}>" == re.findall(r"<slot:[^>]*>", plain)[cell]
