@@ -30,6 +30,7 @@ FINDINGS (2026-12-03, one core of a 2-core CPU shared with another job; SE about
     slots, shipped mix, 3000, 40,000      0.712    0.96   0.76  1.00  0.57  0.56   0.29     0.42   0.189  1027
     slots, drill, 6000, 40,000            0.933    1.00   1.00  1.00  0.69  0.95   0.92     0.90   0.062  3178
     words (lm_layouts default), 6000      0.863    0.98   0.96  0.84  0.79  0.93   0.59     0.72   0.125  (this machine)
+    grid (--layout grid), drill, 6000     0.876    1.00   0.99  1.00  0.91  1.00   0.26     0.68   0.126  3670
 
     python benchmarks/lm_slots.py --steps 1500 --scenes 20000 --eval-every 500
     python benchmarks/lm_slots.py --mix '' --steps 3000 --scenes 40000 --eval-every 1000 --save DIR
@@ -40,6 +41,14 @@ FINDINGS (2026-12-03, one core of a 2-core CPU shared with another job; SE about
   Colour (0.69) lags: its questions include "What colours are the diamonds?", a list to be read out of
   several slots. The curve (400 questions) -- size 0.48, 0.92, 0.92, 0.90, 0.92 at steps 1,000-5,000; position
   0.45, 0.78, 0.83, 0.85, 0.95 -- binds size by step 2,000, where the words drill had 0.72.
+* THE GRID LAYOUT (``--layout grid --steps 6000 --scenes 40000 --eval-every 1000``; fifth session): the scene
+  as the tower shows it, 16 slots in raster order, objects under their centres, empty cells holding the
+  background colour, no place words. Every topic but place is read at 0.91-1.00 -- colour 0.906, the best of
+  any toy LM (the object layout's list questions "What colours are the diamonds?" are now one slot each; the
+  background is a slot) -- but the place is NOT learnt from the index: position 0.26 (0.13, 0.25, 0.20, 0.25,
+  0.23 at steps 1,000-5,000), relation 0.68. A RoPE transformer of this size does not learn where in a run of
+  16 identical-looking positions a slot stands; an image token's place must be IN the token (a ViT's position
+  embedding), which ``--layout grid_cells`` tests.
 * At 1,500 steps (the rate decayed to zero by then), one position per object does NOT make the binding come sooner: at 1,500 drill steps size is at chance
   (0.53) and colour-of-a-named-shape at 0.45, as with words; presence and count are worse (0.73: a count
   must now add up slots whose vectors contain the shape, not copy number words). Its 400-question check at
