@@ -178,6 +178,24 @@ on 1,200 questions; probe = standardised linear probe accuracy, sep = d' between
   (181 mentions in 100). POPE's conjunctions improve with the budget (0.74 right, against 0.48-0.67 at the
   default budget) but remain its weakness: F1 0.86-0.91 against the shipped LM's 0.97. One seed, one core
   shared with another job.
+* SLOT LM VARIANTS AT THE DEFAULT STAGES (fifth session; seed 0; benchmarks/lm_slots.py; each LM a 6,000-step
+  drill then 3,000 steps of the shipped mix in its layout, as the slot curriculum):
+
+  | LM | tower | VQA | POPE F1 (yes) | CHAIR_s (mentions) | looking gap | colour, size, position (looking) | size (where_lost) |
+  |---|---|---:|---|---|---:|---|---:|
+  | slot curriculum (above) | RegNet | 0.730 | 0.851 (0.51) | 0.03 (172) | 0.308 | 0.62, 0.788, 0.244 | 0.818 |
+  | + ``--scene-captions`` in the mix | RegNet | **0.780** | 0.873 (0.53) | 0.05 (176) | **0.327** | 0.66, **0.909**, 0.268 | **0.878** |
+  | ``--layout grid`` (16 slots, no place words) | RegNet | 0.720 | 0.696 (0.38) | 0.12 (152) | 0.237 | 0.82, 0.667, 0.220 | 0.688 |
+  | ``--layout grid`` | ViT (run J) | 0.730 | 0.844 (0.53) | 0.19 (139) | 0.275 | 0.74, 0.818, 0.268 | 0.888 |
+
+  * ``--scene-captions`` (the mix's caption documents read their slot scene first, where stage 1 puts the
+    image) helps on every measure in this seed: stage 1 then asks the LM for what it already does, and the
+    projector keeps more of size (projected separation 0.70, against 0.44-0.56).
+  * The grid layout answers background-colour questions (colour 0.74-0.82, against 0.62-0.66: every other
+    LM says "gray" whatever the background, since its scene names the background in words and the image
+    does not) but loses elsewhere: it was taught that an object is ONE slot under its centre, and a large
+    object covers several image tokens (RegNet: presence 0.85, POPE yes-ratio 0.38, says "small" 70 %);
+    with the ViT POPE says yes to an absent object whose colour is present (0.59). Rejected at this budget.
 * So the next lever is an LM whose pretraining makes it read an attribute out of the SAME position it matched
   (what an image token needs), plus a tower whose size and place directions are strong (d' >= 2), and a gate on
   separation, not only on standardised probes: issue 19 §1's probe targets pass directions too faint for the LM.
