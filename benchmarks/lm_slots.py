@@ -34,6 +34,7 @@ FINDINGS (2026-12-03, one core of a 2-core CPU shared with another job; SE about
     grid, then the shipped mix, 3000      0.866    0.99   0.97  1.00  0.91  0.95   0.28     0.66   0.168  1098  (knowledge 0.94)
     objects, mix with --scene-captions    0.907    0.99   0.96  1.00  0.68  0.94   0.88     0.76   0.107  1180  (knowledge 0.965)
     grid_cells, drill, 4000               0.884    1.00   1.00  1.00  0.87  1.00   0.45     0.58   0.109  2423
+    grid_cells, then the shipped mix      0.889    1.00   0.98  1.00  0.91  0.93   0.49     0.64   0.148  1167  (knowledge 0.985)
 
     python benchmarks/lm_slots.py --steps 1500 --scenes 20000 --eval-every 500
     python benchmarks/lm_slots.py --mix '' --steps 3000 --scenes 40000 --eval-every 1000 --save DIR
