@@ -204,8 +204,11 @@ on 1,200 questions; probe = standardised linear probe accuracy, sep = d' between
     with the ViT POPE says yes to an absent object whose colour is present (0.59). Rejected at this budget.
   * ``--layout grid_cells`` (each slot also holds its cell's learnt vector, as a ViT's position embedding),
     with the ViT whose tokens carry their cell: POPE F1 0.954, its conjunctions right 0.926 (every other slot
-    LM 0.41-0.85), size 0.907 of 1,200, and position 0.317, the highest of any run (0.22-0.27 elsewhere). One
-    seed so far; CHAIR_s 0.27 is high in it.
+    LM 0.41-0.85), size 0.907 of 1,200, and position 0.317, the highest of any run (0.22-0.27 elsewhere).
+    Over seeds 0, 1, 2: VQA 0.745, 0.770, 0.795; POPE F1 random 0.954, 0.963, 0.957 (yes 0.50; seed 0's popular
+    0.924 and adversarial 0.922); conjunctions 0.926, 0.889, 0.889; looking gap 0.295, 0.333, 0.312; size
+    (looking) 0.909, 0.879, 0.909; position 0.317, 0.244, 0.317; CHAIR_s 0.27, 0.23, 0.23 (174, 146, 176
+    mentions), the one measure it worsens; 162-181 s a run.
 * So the next lever is an LM whose pretraining makes it read an attribute out of the SAME position it matched
   (what an image token needs), plus a tower whose size and place directions are strong (d' >= 2), and a gate on
   separation, not only on standardised probes: issue 19 §1's probe targets pass directions too faint for the LM.
