@@ -184,14 +184,14 @@ class SlotEmbedding(nn.Module):
 def add_slots(tokenizer, layout: str = "objects") -> tuple[int, torch.Tensor]:
     """Add one token per slot to the tokenizer; (first slot id, the slots' word ids)."""
     combos = slot_combos(layout)
-    cells = sorted({w for c in combos for w in c if w.startswith("cell")}, key=lambda w: int(w[4:]))
-    tokenizer.add_tokens([f"<{w}>" for w in cells], special_tokens=True)   # ordinary rows of the table, learnt
+    cells = {cell_word(i): f"<{cell_word(i)}>" for i in range(GRID * GRID)} if layout == "grid_cells" else {}
+    tokenizer.add_tokens(list(cells.values()), special_tokens=True)   # ordinary rows of the table, learnt
     first = len(tokenizer)
     tokenizer.add_tokens([slot_token(c) for c in combos], special_tokens=True)
     width = max(map(len, combos))   # the most words in a slot: size, colour, shape and a two-word place
     word_ids = []
     for combo in combos:
-        ids = [[tokenizer.convert_tokens_to_ids(f"<{w}>")] if w.startswith("cell") else
+        ids = [[tokenizer.convert_tokens_to_ids(cells[w])] if w in cells else
                tokenizer.encode(" " + w, add_special_tokens=False) for w in combo]
         if any(len(i) != 1 for i in ids):
             raise SystemExit(f"a slot word is not one token: {combo} -> {ids}")
