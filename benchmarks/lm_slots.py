@@ -93,9 +93,9 @@ from transformers import LlamaForCausalLM
 from minillava.backbones import gates, toy_lm, toy_text, zoo
 from minillava.data import rules
 from minillava.backbones.recipe import FULL, final_loss
-from minillava.backbones.toy_vit import centre_token
+from minillava.backbones.toy_vit import centre_token, token_targets
 from minillava.splicing import IGNORE_INDEX
-from minillava.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, TRAIN_SEEDS, Scene, make_scene
+from minillava.toyworld import BACKGROUNDS, CATEGORIES, COLORS, SHAPES, SIZES, TRAIN_SEEDS, Scene, make_scene
 
 import lm_layouts
 
@@ -142,7 +142,21 @@ def grid_scene(annotation: dict, grid: int = GRID, cells: bool = False) -> str:
     return "".join("".join(c) if c else slot_token((scene.background, *where[i])) for i, c in enumerate(slots))
 
 
-SCENES = {"objects": slot_scene, "grid": grid_scene, "grid_cells": lambda ann: grid_scene(ann, cells=True)}
+def cover_scene(annotation: dict, grid: int = GRID) -> str:
+    """grid_cells, but an object is written in EVERY cell it covers, as the tower's tokens show it.
+
+    A cell holds the object that covers most of it (toy_vit.token_targets' rule: at least 15 % of
+    the cell), else the background. A large object is then 4-9 slots, as it is 4-9 image tokens:
+    the LM must learn that neighbouring slots of one object are one object (what a count needs).
+    """
+    scene = Scene.from_annotation(annotation)
+    cats, sizes, _ = token_targets([scene], grid)
+    return "".join(slot_token((SIZES[int(z) - 1], *CATEGORIES[int(c)].split(), cell_word(i))) if int(c) < len(CATEGORIES)
+                   else slot_token((scene.background, cell_word(i))) for i, (c, z) in enumerate(zip(cats[0], sizes[0])))
+
+
+SCENES = {"objects": slot_scene, "grid": grid_scene, "grid_cells": lambda ann: grid_scene(ann, cells=True),
+          "grid_cover": cover_scene}
 
 
 def slot_combos(layout: str) -> list[tuple[str, ...]]:
@@ -153,7 +167,7 @@ def slot_combos(layout: str) -> list[tuple[str, ...]]:
     contents = [(b,) for b in BACKGROUNDS] + list(itertools.product(SIZES, COLORS, SHAPES))
     if layout == "grid":
         return contents
-    return [(*c, cell_word(i)) for i in range(GRID * GRID) for c in contents]
+    return [(*c, cell_word(i)) for i in range(GRID * GRID) for c in contents]   # grid_cells, grid_cover
 
 
 class SlotEmbedding(nn.Module):
@@ -184,7 +198,7 @@ class SlotEmbedding(nn.Module):
 def add_slots(tokenizer, layout: str = "objects") -> tuple[int, torch.Tensor]:
     """Add one token per slot to the tokenizer; (first slot id, the slots' word ids)."""
     combos = slot_combos(layout)
-    cells = {cell_word(i): f"<{cell_word(i)}>" for i in range(GRID * GRID)} if layout == "grid_cells" else {}
+    cells = {cell_word(i): f"<{cell_word(i)}>" for i in range(GRID * GRID)} if layout.startswith("grid_") else {}
     tokenizer.add_tokens(list(cells.values()), special_tokens=True)   # ordinary rows of the table, learnt
     first = len(tokenizer)
     tokenizer.add_tokens([slot_token(c) for c in combos], special_tokens=True)

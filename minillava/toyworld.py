@@ -106,6 +106,7 @@ TRAIN_SEEDS = range(0, 1_000_000)             # training data: the backbones, th
 EVAL_SEEDS = range(1_000_000, 2_000_000)      # evaluation scenes (eval.scenes.eval_seeds draws from here)
 HELDOUT_SEEDS = range(10_000_000, 11_000_000) # scenes that probe the backbones (tests, chapters, gates)
 
+PLACE_EDGES = (1 / 3, 2 / 3)   # where "left"/"top" end and "right"/"bottom" begin, as fractions of the canvas
 MARGIN = 0.03          # normalised distance kept free along the canvas edge
 GAP = 0.03             # normalised distance kept free between boxes, so counting is unambiguous
 MARK_FRACTION = 0.15   # dot diameter as a fraction of its object's side
@@ -290,8 +291,9 @@ def noun_phrase(count: int, shape: str, adjectives: str = "", mark: str | None =
 def position_words(o: Obj) -> str:
     """Coarse position of the box centre on a 3x3 grid: 'in the top left', 'on the right'..."""
     cx, cy = (o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2
-    row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else ""
-    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else ""
+    low, high = PLACE_EDGES
+    row = "top" if cy < low else "bottom" if cy > high else ""
+    col = "left" if cx < low else "right" if cx > high else ""
     if row and col:
         return f"in the {row} {col}"
     return f"at the {row}" if row else f"on the {col}" if col else "in the centre"

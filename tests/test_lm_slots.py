@@ -98,3 +98,31 @@ def test_grid_cells_give_every_slot_its_own_cell_vector():
         words = [w for w in combos[i - first].tolist() if w >= 0]
         assert words[-1] == cell_ids[cell]
         assert f"<slot:{tokenizer.decode(words[:-1]).strip()}>" == re.findall(r"<slot:[^>]*>", plain)[cell]
+
+
+def test_grid_cover_writes_an_object_in_every_cell_it_mostly_covers():
+    tokenizer = zoo.load_tokenizer("toy-lm")
+    first, combos = lm_slots.add_slots(tokenizer, "grid_cover")
+    grid, big = lm_slots.GRID, 0
+    cell_ids = tokenizer.convert_tokens_to_ids([f"<cell{i}>" for i in range(grid * grid)])
+    for seed in range(40):
+        ann = make_scene(seed).annotation()
+        scene = Scene.from_annotation(ann)
+        ids = tokenizer.encode(lm_slots.cover_scene(ann), add_special_tokens=False)
+        assert len(ids) == grid * grid and all(i >= first for i in ids)   # one slot per image token, always
+        slots = [[w for w in combos[i - first].tolist() if w >= 0] for i in ids]
+        assert [s[-1] for s in slots] == cell_ids   # in raster order, each with its cell's own row
+        words = [tokenizer.decode(s[:-1]).split() for s in slots]
+        if len({(o.size, o.name) for o in scene.objects}) < len(scene.objects):
+            continue   # two objects that write the same slot: which cell is whose is not this check's case
+        for o in scene.objects:
+            cells = [k for k, w in enumerate(words) if w == [o.size, o.color, o.shape]]
+            x1, y1, x2, y2 = o.box   # each of its cells overlaps the object's box
+            for k in cells:
+                r, c = divmod(k, grid)
+                assert x1 < (c + 1) / grid and x2 > c / grid and y1 < (r + 1) / grid and y2 > r / grid
+            if o.size == "large":
+                assert len(cells) >= 2   # a large object (19-24 px of 64) always spans more than one 16 px token
+                big += 1
+        assert all(w == [scene.background] for w in words if len(w) == 1)   # the rest is background
+    assert big > 5
