@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--quick", action="store_true", help="a few steps of everything (seconds); needs --out")
     build.add_argument("--recipe", choices=sorted(RECIPES), default="full", help="full (default): the shipped "
                        "recipe, a RegNet vision tower; vit: the candidate CLIP ViT tower (recipe.VIT; --quick: "
-                       "QUICK_VIT)")
+                       "QUICK_VIT); slots: the ViT and a toy-lm pretrained in slots (recipe.SLOTS)")
     build.add_argument("--processes", type=int, default=2, help="2 (default): train the CLIP and the LM side "
                        "by side; 1: one after the other")
     build.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1: "

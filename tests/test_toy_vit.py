@@ -39,6 +39,7 @@ def test_the_shipped_recipes_keep_the_regnet_and_its_defaults():
     assert changed == {"vision_tower", "clip_steps", "clip_lr", "token_weight", "cell_weight", "mark_frac"}
     assert (VIT.clip_steps, VIT.clip_lr, VIT.vit_patch, VIT.vit_width, VIT.vit_depth) == (8000, 1e-3, 16, 64, 4)
     assert recipe.RECIPES["full"] == (FULL, QUICK) and recipe.RECIPES["vit"] == (VIT, QUICK_VIT)
+    assert recipe.RECIPES["slots"] == (recipe.SLOTS, recipe.QUICK_SLOTS)
     with pytest.raises(ValueError, match="unknown vision_tower 'vgg'; valid: regnet, vit"):
         dataclasses.replace(FULL, vision_tower="vgg")
     with pytest.raises(ValueError, match="trains through toy_vit.train_clip"):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPImageProcessorPil
 
-from minillava.backbones import toy_clip, toy_vit
+from minillava.backbones import toy_clip, toy_slots, toy_vit
 from minillava.backbones.recipe import FULL, IMAGE_SIZE, Recipe, final_loss
 from minillava.backbones.toy_lm import tokenize_documents, train_lm
 from minillava.backbones.toy_text import lm_documents, tokenizer_texts, train_tokenizer
@@ -89,7 +89,15 @@ def make_clip(tokenizer, recipe: Recipe, out_dir: Path, threads: int | None = 1,
 
 
 def make_lm(tokenizer, recipe: Recipe, out_dir: Path, threads: int | None = 1, log=print) -> list[float]:
-    """Write the toy text, train toy-lm on it, save it to out_dir. Returns the losses."""
+    """Write the toy text, train toy-lm on it, save it to out_dir. Returns the losses.
+
+    With recipe.lm_layout, the toy text's scenes are in slots, after a reading drill (toy_slots.py).
+    """
+    if recipe.lm_layout is not None:
+        with _torch_threads(threads):
+            lm, losses = toy_slots.train_reader(tokenizer, recipe, log)
+        lm.save_pretrained(out_dir / "toy-lm")
+        return losses
     samples = tokenize_documents(lm_documents(recipe.lm_documents, recipe.seed), tokenizer)
     log(f"lm: {len(samples)} documents, {sum(len(s['input_ids']) for s in samples)} tokens")
     with _torch_threads(threads):
