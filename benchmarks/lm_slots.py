@@ -87,24 +87,16 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import LlamaForCausalLM
 
-from minillava.backbones import gates, toy_lm, toy_text, zoo
-from minillava.data import rules
+from minillava.backbones import gates, toy_lm, toy_slots, zoo
 from minillava.backbones.recipe import FULL, final_loss
-from minillava.backbones.toy_vit import centre_token, token_targets
-from minillava.splicing import IGNORE_INDEX
-from minillava.toyworld import BACKGROUNDS, CATEGORIES, COLORS, SHAPES, SIZES, TRAIN_SEEDS, Scene, make_scene
+from minillava.backbones.toy_slots import SlotEmbedding, centre_scene, slot_token
+from minillava.toyworld import COLORS, SHAPES, SIZES, Scene
 
 import lm_layouts
 
 PLACES = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
-GRID = 4   # both toy towers give a 4 x 4 map of tokens (the RegNet's last stage, the ViT's 16 px patches)
-
-
-def slot_token(words) -> str:
-    return f"<slot:{' '.join(words)}>"
 
 
 def slot_words(o) -> tuple[str, ...]:
@@ -119,44 +111,9 @@ def slot_scene(annotation: dict) -> str:
         "".join(slot_token(slot_words(o)) for o in objs) + "."
 
 
-def cell_word(i: int) -> str:
-    """The word that names image-token cell i in a slot (an added token of its own, <cellI>)."""
-    return f"cell{i}"
-
-
-def grid_scene(annotation: dict, grid: int = GRID, cells: bool = False) -> str:
-    """The written scene as the tower shows it: grid x grid slots in raster order, one per image token.
-
-    An object is written in the cell under its centre as <slot:size colour shape>, with no place words:
-    like an image token, a slot states its place only by where it stands in the sequence. An empty cell
-    is <slot:BACKGROUND>. Two objects centred in one cell (0.3 % of scenes) give that cell two slots.
-    cells=True adds to every slot its cell's own learnt vector (<slot:size colour shape cellI>), as a
-    ViT adds a position embedding to every patch: the place is then in the token, not only in its index.
-    """
-    scene = Scene.from_annotation(annotation)
-    where = [(cell_word(i),) if cells else () for i in range(grid * grid)]
-    slots = [[] for _ in range(grid * grid)]
-    for o in sorted(scene.objects, key=lambda o: o.box[0]):
-        i = centre_token(o.box, grid)
-        slots[i].append(slot_token((o.size, o.color, o.shape, *where[i])))
-    return "".join("".join(c) if c else slot_token((scene.background, *where[i])) for i, c in enumerate(slots))
-
-
-def cover_scene(annotation: dict, grid: int = GRID) -> str:
-    """grid_cells, but an object is written in EVERY cell it covers, as the tower's tokens show it.
-
-    A cell holds the object that covers most of it (toy_vit.token_targets' rule: at least 15 % of
-    the cell), else the background. A large object is then 4-9 slots, as it is 4-9 image tokens:
-    the LM must learn that neighbouring slots of one object are one object (what a count needs).
-    """
-    scene = Scene.from_annotation(annotation)
-    cats, sizes, _ = token_targets([scene], grid)
-    return "".join(slot_token((SIZES[int(z) - 1], *CATEGORIES[int(c)].split(), cell_word(i))) if int(c) < len(CATEGORIES)
-                   else slot_token((scene.background, cell_word(i))) for i, (c, z) in enumerate(zip(cats[0], sizes[0])))
-
-
-SCENES = {"objects": slot_scene, "grid": grid_scene, "grid_cells": lambda ann: grid_scene(ann, cells=True),
-          "grid_cover": cover_scene}
+# The grid layouts are minillava.backbones.toy_slots' (what recipe.SLOTS ships); "objects" and "grid" are
+# the rejected ones, kept so that their rows below can be rerun.
+SCENES = {"objects": slot_scene, "grid": lambda ann: centre_scene(ann, cells=False), **toy_slots.LAYOUTS}
 
 
 def slot_combos(layout: str) -> list[tuple[str, ...]]:
@@ -164,87 +121,12 @@ def slot_combos(layout: str) -> list[tuple[str, ...]]:
     if layout == "objects":
         return [(size, colour, shape, *place.split())
                 for size, colour, shape, place in itertools.product(SIZES, COLORS, SHAPES, PLACES)]
-    contents = [(b,) for b in BACKGROUNDS] + list(itertools.product(SIZES, COLORS, SHAPES))
-    if layout == "grid":
-        return contents
-    return [(*c, cell_word(i)) for i in range(GRID * GRID) for c in contents]   # grid_cells, grid_cover
-
-
-class SlotEmbedding(nn.Module):
-    """The LM's embedding, except that a slot's id embeds as the sum of its words' embeddings.
-
-    combos[i] lists the word ids of slot i (padded with -1); ids >= first_slot are slots.
-    """
-
-    def __init__(self, base: nn.Embedding, first_slot: int, combos: torch.Tensor):
-        super().__init__()
-        self.base, self.first_slot = base, first_slot
-        self.register_buffer("combos", combos, persistent=False)
-
-    @property
-    def weight(self):   # tied lm_head and HF's helpers look for it
-        return self.base.weight
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        is_slot = ids >= self.first_slot
-        out = self.base(ids.masked_fill(is_slot, 0))
-        if is_slot.any():
-            words = self.combos[ids[is_slot] - self.first_slot]   # (n, K)
-            vectors = (self.base(words.clamp(min=0)) * (words >= 0)[..., None]).sum(1)
-            out = out.masked_scatter(is_slot[..., None], vectors)
-        return out
+    return toy_slots.slot_combos(cells=layout != "grid")
 
 
 def add_slots(tokenizer, layout: str = "objects") -> tuple[int, torch.Tensor]:
-    """Add one token per slot to the tokenizer; (first slot id, the slots' word ids)."""
-    combos = slot_combos(layout)
-    cells = {cell_word(i): f"<{cell_word(i)}>" for i in range(GRID * GRID)} if layout.startswith("grid_") else {}
-    tokenizer.add_tokens(list(cells.values()), special_tokens=True)   # ordinary rows of the table, learnt
-    first = len(tokenizer)
-    tokenizer.add_tokens([slot_token(c) for c in combos], special_tokens=True)
-    width = max(map(len, combos))   # the most words in a slot: size, colour, shape and a two-word place
-    word_ids = []
-    for combo in combos:
-        ids = [[tokenizer.convert_tokens_to_ids(cells[w])] if w in cells else
-               tokenizer.encode(" " + w, add_special_tokens=False) for w in combo]
-        if any(len(i) != 1 for i in ids):
-            raise SystemExit(f"a slot word is not one token: {combo} -> {ids}")
-        word_ids.append([i[0] for i in ids] + [-1] * (width - len(ids)))
-    return first, torch.tensor(word_ids)
-
-
-def slot_documents(n: int, weights: dict[str, float], layout: str = "objects") -> list[tuple[str, list[dict]]]:
-    """toy_text.lm_documents (the shipped LM's text, reweighted), every written scene in slots.
-
-    lm_documents writes scene i of TRAIN_SEEDS as rules.scene_text, deterministically, so the
-    same words are found and replaced; documents without a scene (chats, knowledge) stay as they are.
-    """
-    documents = toy_text.lm_documents(n, weights=weights)
-    for seed, (_, messages) in zip(TRAIN_SEEDS, documents):
-        ann = make_scene(seed).annotation()
-        first = messages[0]
-        first["content"] = first["content"].replace(rules.scene_text(ann), SCENES[layout](ann))
-    return documents
-
-
-def scene_captions(documents, samples: list[dict], layout: str, tokenizer) -> int:
-    """Put each caption document's scene before its caption, unsupervised, as stage 1 puts the image.
-
-    The toy text's caption documents are stage 1's layout without the image (BOS, caption, newline):
-    an LM trained on them learns to caption from nothing. Here the slots come first, so that
-    stage 1 asks the LM for what it already does (caption the scene in front of it) and the
-    projector need only put the image tokens where the slots were. Returns how many it changed.
-    """
-    changed = 0
-    for seed, (template, _), sample in zip(TRAIN_SEEDS, documents, samples):
-        if template != "plain":
-            continue
-        scene = tokenizer.encode(SCENES[layout](make_scene(seed).annotation()), add_special_tokens=False)
-        bos = int(sample["input_ids"][:1] == [tokenizer.bos_token_id])
-        sample["input_ids"][bos:bos] = scene
-        sample["labels"][bos:bos] = [IGNORE_INDEX] * len(scene)
-        changed += 1
-    return changed
+    """Add one token per slot to the tokenizer (and per cell word, for the layouts that have them)."""
+    return toy_slots.add_slots(tokenizer, slot_combos(layout), cells=layout in toy_slots.LAYOUTS)
 
 
 def save(lm, tokenizer, folder: Path) -> None:
@@ -280,10 +162,11 @@ def main(argv=None) -> dict:
     first_slot, combos = add_slots(tokenizer, args.layout)
     lm_layouts.LAYOUTS["slots"] = SCENES[args.layout]   # so that lm_layouts' drill and held-out questions write slots
     if args.mix is not None:
-        documents = slot_documents(args.scenes, lm_layouts.mix_weights(args.mix), args.layout)
+        documents = toy_slots.mix_documents(args.scenes, SCENES[args.layout], weights=lm_layouts.mix_weights(args.mix))
         samples = toy_lm.tokenize_documents(documents, tokenizer)
         if args.scene_captions:
-            print(f"{scene_captions(documents, samples, args.layout, tokenizer)} caption documents read their scene", flush=True)
+            changed = toy_slots.scene_captions(documents, samples, SCENES[args.layout], tokenizer)
+            print(f"{changed} caption documents read their scene", flush=True)
     else:
         samples = lm_layouts.training_samples("slots", args.scenes, tokenizer)
     items = lm_layouts.eval_items("slots", args.eval_scenes, tokenizer)

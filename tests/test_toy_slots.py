@@ -147,3 +147,21 @@ def test_the_slots_recipe_builds_a_zoo_whose_lm_is_plain_and_fits_its_tokenizer(
     assert not any(t.startswith("<slot:") or t.startswith("<cell") for t in tok.get_vocab())   # training-only tokens
     assert isinstance(zoo.load(str(tmp_path / "toy-vision")), CLIPVisionModel)
     assert recipe.SLOTS.lm_layout in recipe.SLOT_LAYOUTS and recipe.SLOTS.vision_tower == "vit"
+
+
+def test_scene_captions_put_the_scene_unsupervised_where_stage_1_puts_the_image(tokenizer):
+    reader = copy.deepcopy(tokenizer)
+    toy_slots.add_slots(reader, toy_slots.slot_combos())
+    documents = toy_slots.mix_documents(60, toy_slots.centre_scene)
+    samples = toy_slots.tokenize_documents(documents, reader)
+    before = [dict(input_ids=list(s["input_ids"]), labels=list(s["labels"])) for s in samples]
+    changed = toy_slots.scene_captions(documents, samples, toy_slots.centre_scene, reader)
+    plain = [i for i, (template, _) in enumerate(documents) if template == toy_slots.CAPTION_TEMPLATE]
+    assert changed == len(plain) > 0
+    for i, (old, new) in enumerate(zip(before, samples)):
+        if i not in plain:
+            assert new == old
+            continue
+        scene = reader.encode(toy_slots.centre_scene(make_scene(i).annotation()), add_special_tokens=False)
+        assert new["input_ids"] == old["input_ids"][:1] + scene + old["input_ids"][1:]   # after BOS, as <image>
+        assert new["labels"] == old["labels"][:1] + [toy_slots.IGNORE_INDEX] * len(scene) + old["labels"][1:]
