@@ -35,6 +35,10 @@ FINDINGS (2026-12-03, one core of a 2-core CPU shared with another job; SE about
     objects, mix with --scene-captions    0.907    0.99   0.96  1.00  0.68  0.94   0.88     0.76   0.107  1180  (knowledge 0.965)
     grid_cells, drill, 4000               0.884    1.00   1.00  1.00  0.87  1.00   0.45     0.58   0.109  2423
     grid_cells, then the shipped mix      0.889    1.00   0.98  1.00  0.91  0.93   0.49     0.64   0.148  1167  (knowledge 0.985)
+    grid_cells, mix with --scene-captions 0.886    1.00   0.98  1.00  0.92  0.93   0.45     0.65   0.120   955  (knowledge 0.975)
+    halves*: grid_cells drill +1,500      0.906    1.00   0.99  1.00  0.89  1.00   0.61     0.62   0.072   871
+    halves*: then mix, --scene-captions   0.913    1.00   0.98  1.00  0.92  0.94   0.72     0.62   0.099  1147  (knowledge 0.985)
+    grid_cover: grid_cells drill +1,500   0.884    1.00   0.94  0.99  0.89  1.00   0.49     0.62   0.116   844
 
     python benchmarks/lm_slots.py --steps 1500 --scenes 20000 --eval-every 500
     python benchmarks/lm_slots.py --mix '' --steps 3000 --scenes 40000 --eval-every 1000 --save DIR
@@ -57,6 +61,18 @@ FINDINGS (2026-12-03, one core of a 2-core CPU shared with another job; SE about
   ViT adds a position embedding. Place is then learnt, slowly (0.25, 0.35, 0.55 at steps 1,000-3,000; 0.45 on
   the full 1,600 questions at 4,000), toward a ceiling below 1: the 4 x 4 cells do not nest in the world's
   3 x 3 places (an object centred in the second column may be "left" or "centre").
+* HALVES* (sixth session): the world's places as quarters of the 4 x 4 token grid would nest them: with
+  ``toyworld.PLACE_EDGES = (0.5, 0.5)`` (left/right and top/bottom halves, four places, each 2 x 2 cells; set
+  by ``benchmarks/with_edges.py 0.5``, nothing shipped changes) the place IS a function of the cell. From the 4,000-step
+  grid_cells drill, 1,500 more drill steps in the halves world read position at 0.61 (0.55, 0.75 at steps
+  500, 1,000 on 400 questions) where the thirds world's drill stopped at 0.45; then the mix with scene
+  captions, 0.72. What is left of position is mostly the "which object is the leftmost" questions, which a
+  cell cannot settle when two objects share a column. (Quarters, PLACE_EDGES = (0.25, 0.75), nest too, but
+  make "centre" the answer of half the where-questions: rejected untried beyond 500 steps.)
+* GRID_COVER (``--layout grid_cover``): an object in every cell it covers, as the tower's tokens show it (the
+  grid_cells assistant describes a large object once per token it covers: "a large orange square in the
+  bottom left ... a large orange square in the bottom right"). 1,500 drill steps from the grid_cells drill:
+  count 0.94 (the LM learns that neighbouring equal slots are one object), size 1.00.
 * ``--scene-captions`` (with ``--mix``): the caption documents read their slot scene first, unsupervised,
   where stage 1 puts the image. Reading is unchanged (0.907 against 0.915); as an assistant it is the best
   slot LM at the default stages (benchmarks/bench_pipeline.py).
