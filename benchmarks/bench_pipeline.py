@@ -226,7 +226,7 @@ on 1,200 questions; probe = standardised linear probe accuracy, sep = d' between
   the halves row runs each of them under ``python benchmarks/with_edges.py 0.5`` (and its own MINILLAVA_CACHE).
   * Scene captions lift VQA (+0.037 mean over seeds) and the gap (+0.011) but cost POPE 0.06: the absent
     objects whose colour is in the scene are answered "yes" (conjunctions 0.44 and colour-only 0.50 right in
-    seed 0, against 0.93 and 0.9 without; ``python benchmarks/pope_kinds.py OUT``).
+    seed 0, against 0.93 and 0.83 without, 0.96 and 0.79 in the halves row; ``python benchmarks/pope_kinds.py OUT``).
   * Halves: the best VQA (0.828 mean) and gap (0.334 mean) of any run, POPE back to 0.926-0.947, CHAIR_s 0.17-0.22,
     colour 0.86-0.90. Position, the topic it was for, rises only to 0.37-0.42 of the looking test (its where-
     questions: 8 of 16 right in seed 0's VQA, chance 0.25), though the LM reads place from the written cells at
