@@ -39,6 +39,7 @@ FINDINGS (2026-12-03, one core of a 2-core CPU shared with another job; SE about
     halves*: grid_cells drill +1,500      0.906    1.00   0.99  1.00  0.89  1.00   0.61     0.62   0.072   871
     halves*: then mix, --scene-captions   0.913    1.00   0.98  1.00  0.92  0.94   0.72     0.62   0.099  1147  (knowledge 0.985)
     grid_cover: grid_cells drill +1,500   0.884    1.00   0.94  0.99  0.89  1.00   0.49     0.62   0.116   844
+    grid_cover: then the shipped mix      0.875    1.00   0.92  0.99  0.90  0.96   0.52     0.55   0.156  1033  (knowledge 0.99)
 
     python benchmarks/lm_slots.py --steps 1500 --scenes 20000 --eval-every 500
     python benchmarks/lm_slots.py --mix '' --steps 3000 --scenes 40000 --eval-every 1000 --save DIR
