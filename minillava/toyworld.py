@@ -289,7 +289,7 @@ def noun_phrase(count: int, shape: str, adjectives: str = "", mark: str | None =
 
 
 def position_words(o: Obj) -> str:
-    """Coarse position of the box centre on a 3x3 grid: 'in the top left', 'on the right'..."""
+    """Coarse position of the box centre on the grid PLACE_EDGES draws (3x3): 'in the top left', 'on the right'..."""
     cx, cy = (o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2
     low, high = PLACE_EDGES
     row = "top" if cy < low else "bottom" if cy > high else ""

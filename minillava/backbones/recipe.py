@@ -82,8 +82,9 @@ QUICK_VIT = replace(QUICK, vision_tower="vit", clip_lr=1e-3, token_weight=1.0, c
 # The slots candidate (issue 19): the ViT, and toy-lm pretrained to read scenes written as the ViT shows
 # them (toy_slots.py): a 4,000-step reading drill in grid_cells, then 3,000 steps of the toy text with
 # its scenes in slots. benchmarks/lm_slots.py and benchmarks/bench_pipeline.py hold every variant tried;
-# this one (ViT, seeds 0-2 of the pipeline): POPE F1 0.954-0.963, looking gap 0.295-0.333, size read
-# from the image 0.88-0.91, against the shipped 0.916-0.933, 0.217-0.255 and 0.33-0.46.
+# this one, as benchmarks/lm_slots.py built it (ViT, seeds 0-2 of the pipeline): POPE F1 0.954-0.963,
+# looking gap 0.295-0.333, size read from the image 0.88-0.91, against the shipped backbones' 0.916-0.933,
+# 0.217-0.255 and 0.33-0.46.
 SLOTS = replace(VIT, lm_layout="grid_cells", lm_drill_steps=4000, lm_steps=3000)
 QUICK_SLOTS = replace(QUICK_VIT, lm_layout="grid_cells", lm_drill_steps=12)
 RECIPES = {"full": (FULL, QUICK), "vit": (VIT, QUICK_VIT),   # `minillava zoo build --recipe NAME [--quick]`

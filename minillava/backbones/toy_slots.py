@@ -9,13 +9,13 @@ single position whose input vector is the sum of its words' embeddings, the same
 
     <slot:gray cell0><slot:large blue cross cell1><slot:large blue cross cell2><slot:gray cell3>...
 
-A slot holds the size, colour and shape of the object that covers most of its cell (the tower's own
-per-token read-out rule, toy_vit.token_targets), or the background's colour, plus a learnt vector of
+A slot holds an object's size, colour and shape, or the background's colour, plus a learnt vector of
 its own cell, as a ViT adds a position embedding to every patch. Stage 1 then only has to put each
-image token where its slot was. Layouts (``LAYOUTS``):
+image token where its slot was. Layouts (``LAYOUTS``), which say which object a cell holds:
 
     grid_cells  an object in the one cell under its centre, background elsewhere
-    grid_cover  an object in every cell it covers, as the image tokens show it (a large object is 4-9 slots)
+    grid_cover  an object in every cell it covers most of, as the image tokens show it (the tower's own
+                per-token read-out rule, toy_vit.token_targets; a large object is 4-9 slots)
 
 The slots and cell words are added tokens during training only: ``strip`` returns the plain LM with
 the tokenizer's own vocabulary, so the shipped toy-lm is an ordinary LlamaForCausalLM.
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from minillava.backbones.recipe import SLOT_LAYOUTS, Recipe
+from minillava.backbones.recipe import IMAGE_SIZE, SLOT_LAYOUTS, VIT, Recipe
 from minillava.backbones.toy_lm import lm_config, tokenize_documents, train_lm
 from minillava.backbones.toy_text import DOCUMENT_KINDS, document_messages, lm_documents
 from minillava.backbones.toy_vit import centre_token, token_targets
@@ -38,7 +38,7 @@ from minillava.data import rules
 from minillava.splicing import IGNORE_INDEX
 from minillava.toyworld import BACKGROUNDS, CATEGORIES, COLORS, SHAPES, SIZES, TRAIN_SEEDS, Scene, make_scene
 
-GRID = 4   # both toy towers give a 4 x 4 map of tokens (the RegNet's last stage, the ViT's 16 px patches)
+GRID = IMAGE_SIZE // VIT.vit_patch   # 4: the ViT's 16 px patches of a 64 px image (the RegNet's last stage is 4 x 4 too)
 
 
 def slot_token(words) -> str:
@@ -146,7 +146,7 @@ def add_slots(tokenizer, combos: list[tuple[str, ...]], cells: bool = True, grid
 def drill_documents(n: int, write, seed: int = 0, questions: int = 8) -> list[tuple[str, list[dict]]]:
     """The reading drill: each of the first n training scenes written by write(annotation) (a layout),
     then short-answer questions on it, one chat per scene."""
-    rng = random.Random(f"lm-layouts-{seed}")
+    rng = random.Random(f"lm-layouts-{seed}")   # benchmarks/lm_layouts.py's drill: the same questions
     documents = []
     for scene_seed in TRAIN_SEEDS[:n]:
         ann = make_scene(scene_seed).annotation()
