@@ -238,6 +238,15 @@ on 1,200 questions; probe = standardised linear probe accuracy, sep = d' between
     ("There is a small orange square in the top left. There is also a small orange square in the bottom
     right."). ``python benchmarks/lm_slots.py --layout grid_cover --init DRILL4K --steps 1500 --save D``, then
     ``--init D --mix '' --steps 3000``.
+* THE PACKAGE'S BUILD OF THE SAME LM (``recipe.SLOTS``: ``minillava.backbones.build.make_lm``, 3,593 s on one
+  core; its drill and mix documents are the benchmark's, checked equal) is NOT the benchmark's LM: its fresh
+  LM starts from another draw of the random initialisation, and the result answers as well (seeds 0, 1: VQA
+  0.790, 0.760; POPE F1 0.942, 0.944; looking gap 0.302, 0.295; size 0.94, 0.97) but describes badly: "the
+  shape on the right." -- 11-13 words a description against 50, 34-57 object mentions in 100 against 146-176
+  (CHAIR_s 0.07-0.11 says nothing then). Not the stripping of its slot rows: the benchmark's LM stripped the
+  same way (toy_slots.strip) gives its own numbers again (VQA 0.745, POPE 0.954, CHAIR_s 0.26 at 173 mentions,
+  50 words). So whether the slot LM keeps the detail-description format depends on its initialisation: a
+  fragile recipe, not to be shipped until that is understood.
 * So the next lever is an LM whose pretraining makes it read an attribute out of the SAME position it matched
   (what an image token needs), plus a tower whose size and place directions are strong (d' >= 2), and a gate on
   separation, not only on standardised probes: issue 19 §1's probe targets pass directions too faint for the LM.
