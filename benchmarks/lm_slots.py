@@ -62,7 +62,7 @@ FINDINGS (2026-12-03, one core of a 2-core CPU shared with another job; SE about
   ViT adds a position embedding. Place is then learnt, slowly (0.25, 0.35, 0.55 at steps 1,000-3,000; 0.45 on
   the full 1,600 questions at 4,000), toward a ceiling below 1: the 4 x 4 cells do not nest in the world's
   3 x 3 places (an object centred in the second column may be "left" or "centre").
-* HALVES* (sixth session): the world's places as quarters of the 4 x 4 token grid would nest them: with
+* HALVES* (sixth session): places that are the canvas's four quadrants nest in the 4 x 4 token grid: with
   ``toyworld.PLACE_EDGES = (0.5, 0.5)`` (left/right and top/bottom halves, four places, each 2 x 2 cells; set
   by ``benchmarks/with_edges.py 0.5``, nothing shipped changes) the place IS a function of the cell. From the 4,000-step
   grid_cells drill, 1,500 more drill steps in the halves world read position at 0.61 (0.55, 0.75 at steps

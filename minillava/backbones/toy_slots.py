@@ -128,14 +128,14 @@ def add_slots(tokenizer, combos: list[tuple[str, ...]], cells: bool = True, grid
     Every other word of a slot must already be ONE token of the tokenizer (with its leading space).
     cells=False: no cell words (layouts whose slots do not hold their cell).
     """
-    cells = {cell_word(i): f"<{cell_word(i)}>" for i in range(grid * grid)} if cells else {}
-    tokenizer.add_tokens(list(cells.values()), special_tokens=True)
+    cell_tokens = {cell_word(i): f"<{cell_word(i)}>" for i in range(grid * grid)} if cells else {}
+    tokenizer.add_tokens(list(cell_tokens.values()), special_tokens=True)
     first = len(tokenizer)
     tokenizer.add_tokens([slot_token(c) for c in combos], special_tokens=True)
     width = max(map(len, combos))
     word_ids = []
     for combo in combos:
-        ids = [[tokenizer.convert_tokens_to_ids(cells[w])] if w in cells else
+        ids = [[tokenizer.convert_tokens_to_ids(cell_tokens[w])] if w in cell_tokens else
                tokenizer.encode(" " + w, add_special_tokens=False) for w in combo]
         if any(len(i) != 1 for i in ids):
             raise ValueError(f"a slot word is not one token of this tokenizer: {combo} -> {ids}")
