@@ -161,6 +161,7 @@ def main(argv=None) -> dict:
                         help="objects: one slot per object, with its place words; grid: one slot per image token")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="draws a fresh LM's weights and the batch order")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--scenes", type=int, default=40_000)
     parser.add_argument("--eval-scenes", type=int, default=200)
@@ -188,12 +189,13 @@ def main(argv=None) -> dict:
         samples = lm_layouts.training_samples("slots", args.scenes, tokenizer)
     items = lm_layouts.eval_items("slots", args.eval_scenes, tokenizer)
     assert any(i >= first_slot for s in samples[:50] for i in s["input_ids"]), "the slots did not tokenise as slots"
-    # a fresh LM's vocab_size is len(tokenizer): the slots included
+    # a fresh LM's vocab_size is len(tokenizer): the slots included; its weights drawn from --seed
+    torch.manual_seed(args.seed)
     model = LlamaForCausalLM.from_pretrained(args.init) if args.init else LlamaForCausalLM(toy_lm.lm_config(tokenizer))
     if model.get_input_embeddings().num_embeddings != len(tokenizer):   # --init from another layout's LM
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.model.embed_tokens = SlotEmbedding(model.model.embed_tokens, first_slot, combos)
-    recipe = dataclasses.replace(FULL, lm_steps=args.steps, lm_lr=args.lr, lm_batch=args.batch)
+    recipe = dataclasses.replace(FULL, lm_steps=args.steps, lm_lr=args.lr, lm_batch=args.batch, seed=args.seed)
     prep = time.perf_counter() - start
 
     def progress(step, lm):

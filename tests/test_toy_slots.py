@@ -105,6 +105,18 @@ def test_train_reader_drills_then_reads_the_text_and_returns_a_plain_lm(tokenize
     assert again.get_input_embeddings().num_embeddings == len(tokenizer)
 
 
+def test_the_same_recipe_builds_the_same_reader_and_its_seed_another(tokenizer):
+    """The fresh LM's weights come from the recipe's seed, not from whatever ran before."""
+    quick = dataclasses.replace(recipe.QUICK, lm_layout="grid_cells", lm_drill_steps=2, lm_steps=2, lm_documents=60)
+    first, _ = toy_slots.train_reader(tokenizer, quick, log=lambda _: None)
+    torch.rand(7)   # the global generator moves between builds, as other work would move it
+    second, _ = toy_slots.train_reader(tokenizer, quick, log=lambda _: None)
+    other, _ = toy_slots.train_reader(tokenizer, dataclasses.replace(quick, seed=1), log=lambda _: None)
+    for (name, a), b, c in zip(first.state_dict().items(), second.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, c) for a, c in zip(first.state_dict().values(), other.state_dict().values()))
+
+
 def test_the_recipe_refuses_an_unknown_layout():
     assert tuple(toy_slots.LAYOUTS) == recipe.SLOT_LAYOUTS
     with pytest.raises(ValueError, match="lm_layout"):

@@ -213,6 +213,7 @@ def train_reader(tokenizer, recipe: Recipe, log=print) -> tuple[LlamaForCausalLM
     """
     reader = copy.deepcopy(tokenizer)
     first, combos = add_slots(reader, slot_combos())
+    torch.manual_seed(recipe.seed)   # the fresh LM's weights: the same recipe builds the same LM
     lm = LlamaForCausalLM(lm_config(reader))
     lm.model.embed_tokens = SlotEmbedding(lm.model.embed_tokens, first, combos)
     write = LAYOUTS[recipe.lm_layout]
