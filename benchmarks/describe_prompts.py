@@ -17,7 +17,6 @@ One torch thread. Measured figures are in benchmarks/bench_pipeline.py's docstri
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from looking import load_saved, report
