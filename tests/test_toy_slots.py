@@ -105,6 +105,16 @@ def test_train_reader_drills_then_reads_the_text_and_returns_a_plain_lm(tokenize
     assert again.get_input_embeddings().num_embeddings == len(tokenizer)
 
 
+def test_the_recipes_mix_reweights_the_slot_text_and_an_unknown_kind_fails_before_the_drill(tokenizer):
+    quick = dataclasses.replace(recipe.QUICK, lm_layout="grid_cells", lm_drill_steps=2, lm_steps=2, lm_documents=60)
+    lines = []
+    with pytest.raises(ValueError, match="unknown document kinds"):
+        toy_slots.train_reader(tokenizer, dataclasses.replace(quick, lm_mix=(("drill", 1.0),)), log=lines.append)
+    assert lines == []   # nothing trained
+    mixed = toy_slots.mix_documents(60, toy_slots.centre_scene, 0, {"detail": 0, "detail_any": 1})
+    assert mixed != toy_slots.mix_documents(60, toy_slots.centre_scene, 0)
+
+
 def test_the_same_recipe_builds_the_same_reader_and_its_seed_another(tokenizer):
     """The fresh LM's weights come from the recipe's seed, not from whatever ran before."""
     quick = dataclasses.replace(recipe.QUICK, lm_layout="grid_cells", lm_drill_steps=2, lm_steps=2, lm_documents=60)

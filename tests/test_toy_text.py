@@ -48,6 +48,23 @@ def test_mix_weights_reweight_the_kinds_and_reject_unknown_ones(documents):
         toy_text.lm_documents(5, weights={"drill": 1})
 
 
+def _detail_requests(documents) -> set[str]:
+    """The request of every detail document (its first user turn after the written scene)."""
+    return {m[0]["content"].split("\n")[-1] for _, m in documents
+            if len(m) == 2 and m[1]["content"].startswith(("The image shows", "This is a simple picture"))}
+
+
+def test_detail_wordings_leave_chairs_wording_unseen_and_are_off_in_the_shipped_mix(documents):
+    from minillava.data.prompts import DETAIL_INSTRUCTIONS
+    from minillava.eval.scenes import DESCRIBE_PROMPT
+    assert DESCRIBE_PROMPT not in toy_text.DETAIL_WORDINGS and set(DETAIL_INSTRUCTIONS) < set(toy_text.DETAIL_WORDINGS)
+    assert len(set(toy_text.DETAIL_WORDINGS)) == len(toy_text.DETAIL_WORDINGS) > 100
+    shipped = _detail_requests(documents)
+    assert shipped and shipped <= set(DETAIL_INSTRUCTIONS)   # the shipped mix asks in stage 2's six wordings
+    any_wording = _detail_requests(toy_text.lm_documents(300, weights={"detail": 0, "detail_any": 4}))
+    assert any_wording <= set(toy_text.DETAIL_WORDINGS) and len(any_wording - set(DETAIL_INSTRUCTIONS)) > 20
+
+
 def test_written_scene_opens_the_first_user_turn():
     annotation = make_scene(3).annotation()
     turn = toy_text.written_scene_turn(annotation, "Is there a red circle?")

@@ -56,6 +56,8 @@ class Recipe:
     lm_layout: str | None = None
     lm_drill_steps: int = 0
     lm_scene_captions: bool = False   # the toy text's captions read their scene first, as stage 1 shows the image
+    # (kind, weight) pairs replacing toy_text.DOCUMENT_KINDS' weights in the slot LM's toy text
+    lm_mix: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         if self.vision_tower not in VISION_TOWERS:

@@ -217,10 +217,10 @@ def train_reader(tokenizer, recipe: Recipe, log=print) -> tuple[LlamaForCausalLM
     lm = LlamaForCausalLM(lm_config(reader))
     lm.model.embed_tokens = SlotEmbedding(lm.model.embed_tokens, first, combos)
     write = LAYOUTS[recipe.lm_layout]
+    documents = mix_documents(recipe.lm_documents, write, recipe.seed, dict(recipe.lm_mix))   # bad lm_mix: fail now
     drill = tokenize_documents(drill_documents(recipe.lm_documents, write, recipe.seed), reader)
     log(f"lm: reading drill, {len(drill)} scenes in slots ({recipe.lm_layout})")
     lm, drill_losses = train_lm(reader, drill, replace(recipe, lm_steps=recipe.lm_drill_steps), log, init=lm)
-    documents = mix_documents(recipe.lm_documents, write, recipe.seed)
     samples = tokenize_documents(documents, reader)
     if recipe.lm_scene_captions:
         log(f"lm: {scene_captions(documents, samples, write, reader)} caption documents read their scene")

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerFast
 from minillava.conversation import IMAGE_MARKER, TEMPLATES, get_template
 from minillava.data import rules
 from minillava.data.prompts import BRIEF_INSTRUCTIONS, DETAIL_INSTRUCTIONS
+from minillava.eval.scenes import DESCRIBE_PROMPT
 from minillava.toyworld import TRAIN_SEEDS, Scene, make_scene
 
 # ----------------------------------------------------------------------------
@@ -42,6 +43,25 @@ def document_messages(pairs: list[tuple[str, str]], annotation: dict | None = No
     return messages
 
 
+# Vicuna has met a request for a description in countless wordings; a toy LM that met six may take
+# an unseen one (CHAIR's "Please describe this image in detail.") for another question and answer in
+# a few words (issue 19: one of two slot LMs did, benchmarks/describe_prompts.py). These wordings,
+# composed from parts, are for the toy text only; stage 2 keeps DETAIL_INSTRUCTIONS, and CHAIR's own
+# wording is left out, so that it stays unseen.
+_ASK = ("Describe", "Please describe", "Could you describe", "Tell me about", "Explain", "Walk me through",
+        "Write a description of", "Go over")
+_WHAT = ("the image", "this picture", "the scene", "what you see", "this photo", "the picture in front of you")
+_HOW = ("in detail", "thoroughly", "carefully", "in full", "object by object", "with every detail you can see")
+DETAIL_WORDINGS = tuple(sorted({f"{ask} {what} {how}." for ask in _ASK for what in _WHAT for how in _HOW}
+                               - {DESCRIBE_PROMPT})) + DETAIL_INSTRUCTIONS
+
+
+def _detail(instructions: tuple[str, ...]):
+    """A detail document: one of these requests, then the scene's detailed description."""
+    return lambda ann, rng: document_messages(
+        [(rng.choice(instructions), rules.detailed_description(ann, rng))], ann)
+
+
 # Each kind of document: (weight, template, how to write it from a scene and an rng).
 DOCUMENT_KINDS = {
     # questions over a written scene, answered in full sentences (LLaVA's conversations)
@@ -50,8 +70,7 @@ DOCUMENT_KINDS = {
     # the same facts in one word, with LLaVA-1.5's format prompt (its VQA data)
     "short_answer": (5, "vicuna_v1", lambda ann, rng: document_messages(
         rules.short_answer_qa(ann, rng, rng.randint(4, 8)), ann)),
-    "detail": (1, "vicuna_v1", lambda ann, rng: document_messages(
-        [(rng.choice(DETAIL_INSTRUCTIONS), rules.detailed_description(ann, rng))], ann)),
+    "detail": (1, "vicuna_v1", _detail(DETAIL_INSTRUCTIONS)),
     "reasoning": (1, "vicuna_v1", lambda ann, rng: document_messages([rules.complex_reasoning(ann, rng)], ann)),
     "brief": (1, "vicuna_v1", lambda ann, rng: document_messages(
         [(rng.choice(BRIEF_INSTRUCTIONS), rng.choice(Scene.from_annotation(ann).captions()))], ann)),
@@ -62,6 +81,9 @@ DOCUMENT_KINDS = {
     "chat": (1, "vicuna_v1", lambda ann, rng: document_messages(rules.text_only_chat(rng))),
     # many knowledge questions in one chat: more facts per system prompt
     "knowledge": (2, "vicuna_v1", lambda ann, rng: document_messages(rules.knowledge_qa(rng, rng.randint(4, 8)))),
+    # detail documents asked in DETAIL_WORDINGS: off in the shipped mix (weight 0, last, so that the
+    # shipped mix draws the same documents); a recipe's lm_mix turns them on
+    "detail_any": (0, "vicuna_v1", _detail(DETAIL_WORDINGS)),
 }
 
 
