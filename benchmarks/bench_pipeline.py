@@ -247,6 +247,33 @@ on 1,200 questions; probe = standardised linear probe accuracy, sep = d' between
   same way (toy_slots.strip) gives its own numbers again (VQA 0.745, POPE 0.954, CHAIR_s 0.26 at 173 mentions,
   50 words). So whether the slot LM keeps the detail-description format depends on its initialisation: a
   fragile recipe, not to be shipped until that is understood.
+* SEVENTH SESSION: THE COLLAPSE IS CHAIR'S UNSEEN WORDING (2026-12-03). Both builders drew the fresh LM's weights
+  unseeded, so neither build was reproducible; now ``torch.manual_seed(recipe.seed)`` comes first (tested). Built
+  with ``recipe.SLOTS`` at LM seeds 0 and 1 (``/tmp``-scripted make_lm; 4,504-4,664 s with three jobs on two cores),
+  a ViT of ``recipe.VIT`` rebuilt the same way (2,363 s), pipeline seed 0, ``python benchmarks/describe_prompts.py
+  OUT/assistant`` (100 held-out scenes, CHAIR's "Please describe this image in detail." against stage 2's six
+  wordings):
+
+  | LM | VQA | POPE F1 (yes) | CHAIR_s (mentions) | looking gap | words: CHAIR's wording / the six (ratio) |
+  |---|---|---|---|---|---|
+  | seed 0 | 0.700 | 0.801 (0.43) | 0.17 (153) | 0.287 | 51.3 / 51.4 (1.00) |
+  | seed 1 | 0.705 | 0.936 (0.50) | 0.48 (207) | 0.260 | **19.9** / 56.5 (0.35) |
+  | seed 1's drill, mix with detail requests only in DETAIL_WORDINGS (detail=0, detail_any=1) | 0.740 | 0.936 (0.50) | 0.16 (156) | 0.272 | 45.4 / 50.8 (0.89) |
+  | seed 0's drill, mix + DETAIL_WORDINGS (detail_any=1; now recipe.SLOTS) | 0.745 | **0.0 (0.00)** | 0.24 (174) | 0.330 | 54.1 / 53.7 (1.01) |
+  | seed 1's drill, mix + DETAIL_WORDINGS (detail_any=1) | 0.710 | 0.943 (0.51) | 0.22 (181) | 0.278 | 57.9 / 55.9 (1.04) |
+
+  * The collapse is made in pretraining: asked in slots, the seed-1 LM itself answers CHAIR's wording with a
+    reasoning answer ("The image has a circle would roll smoothly, ...", 23 words, CHAIR_s 0.45) and the six
+    wordings with 53-56-word descriptions; the seed-0 LM describes for all seven.
+  * DETAIL_WORDINGS (294 composed requests, CHAIR's left out) fixes it at both levels: both LMs describe for all
+    seven wordings (53-58 words, LM CHAIR_s 0.03-0.10), both assistants at ratio >= 1. Replacing the six instead
+    of adding to them (the detail=0 row) lost two of the six in the LM ("Provide a detailed description..." ->
+    "A red circle on a gray background.", 9 words: the brief kind's "Provide a brief description..."); stage 2
+    restored them.
+  * Still not shippable: LM seed 0 with the pool answers "No, there is no ... in the image." to all 438 POPE
+    questions (VQA 0.745 and the best gap of these, 0.330, so it looks), and seed 0 without it reached only
+    0.801. POPE's yes/no answer, like the description format before, depends on the LM seed: the next thing to
+    make robust, over LM seeds, before the long build.
 * So the next lever is an LM whose pretraining makes it read an attribute out of the SAME position it matched
   (what an image token needs), plus a tower whose size and place directions are strong (d' >= 2), and a gate on
   separation, not only on standardised probes: issue 19 §1's probe targets pass directions too faint for the LM.
