@@ -21,10 +21,8 @@ from pathlib import Path
 
 from looking import load_saved, report
 
-from minillava.eval import chair
-from minillava.eval.scenes import DESCRIBE_PROMPT, DESCRIBE_PROMPTS, eval_seeds, scene_annotation, scene_image
-from minillava.eval.tasks import _shapes
-from minillava.toyworld import SYNONYMS
+from minillava.eval.scenes import DESCRIBE_PROMPT, DESCRIBE_PROMPTS, eval_seeds
+from minillava.eval.tasks import chair_task
 
 
 def describe(answer_batch, seeds: list[int], batch: int = 25) -> dict:
@@ -33,15 +31,14 @@ def describe(answer_batch, seeds: list[int], batch: int = 25) -> dict:
     Returns {"by_prompt": {prompt: {"words", "mentions_per_100", "chair_s", "chair_i"}}, "unseen",
     "trained" (the training wordings' means), "words_ratio" (unseen / trained words)}.
     """
-    vocab = chair.Vocabulary(SYNONYMS)
-    docs = [{"seed": seed} for seed in seeds]
-    images = [scene_image(doc) for doc in docs]
-    present = [_shapes(scene_annotation(seed)) for seed in seeds]
+    task = chair_task()   # the CHAIR task's scenes, objects, vocabulary and scoring; only the wording changes
+    docs = task.build_docs(seeds)
+    images = [task.doc_to_visual(doc) for doc in docs]
     by_prompt = {}
     for prompt in DESCRIBE_PROMPTS:
         texts = [text for i in range(0, len(images), batch)
                  for text in answer_batch(images[i:i + batch], [prompt] * len(images[i:i + batch]))]
-        scores = chair.chair(texts, present, vocab)
+        scores = task.aggregate([task.process_result(doc, text) for doc, text in zip(docs, texts)])
         by_prompt[prompt] = {"words": round(sum(len(t.split()) for t in texts) / len(texts), 1),
                              "mentions_per_100": round(100 * scores["n_mentions"] / len(texts), 1),
                              "chair_s": round(scores["chair_s"], 3), "chair_i": round(scores["chair_i"], 3)}
